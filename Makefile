@@ -1,0 +1,53 @@
+# One task runner for developers and CI alike (.ci/run calls `make test`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PULSESEAL_HOME ?= .pulseseal
+
+.PHONY: help install services services-down lint format typecheck test test-fast demo docs bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "PulseSeal needs Python >= 3.11 as '$(PYTHON)' (set PYTHON=...)"; exit 2; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed  ## create the virtualenv and install PulseSeal with its dev extras
+
+services: install  ## install (if missing) and start RabbitMQ, the key-store Redis and FerretDB
+	$(BIN)/pulseseal services up
+
+services-down: install  ## stop the local servers
+	$(BIN)/pulseseal services down
+
+lint: install  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install  ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install  ## mypy --strict over code and tests
+	$(BIN)/mypy
+
+test: install lint typecheck services  ## the full suite, real servers included
+	$(BIN)/pytest
+
+test-fast: install  ## only the tests that need no server
+	$(BIN)/pytest -m "not integration"
+
+demo: install services  ## the main job on local defaults
+	$(BIN)/pulseseal demo
+
+docs: install  ## regenerate the generated documents
+	$(BIN)/python -m schemas.export docs/schemas/health-event.schema.json
+
+clean:  ## remove the virtualenv and caches (service data in $(PULSESEAL_HOME) stays)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

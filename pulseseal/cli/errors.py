@@ -1,0 +1,26 @@
+"""How every `pulseseal` command fails: one clear line and a contract exit code (§8)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of contract §8."""
+
+    OK = 0
+    PARTIAL = 1
+    USAGE = 2
+    INTEGRITY = 3
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, never a traceback.
+
+    The message must name what is wrong and what to do, and never contain event data, keys or tokens.
+    """
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code

@@ -1,0 +1,275 @@
+"""The sealed envelope: the one recipe that seals events and opens sealed documents (contract §5).
+
+`DataKey` is the handle a data key lives in: key material is not in its `repr`, the handle cannot be
+pickled or copied, and it knows when the TTL it was granted with ends. `seal` and `open_sealed` are the
+only code that use a data key. The byte layout is in docs/envelope.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import struct
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from schemas import HealthEvent, canonical_json, parse_event
+
+KEY_BYTES = 32
+
+
+class InvalidKeyMaterial(ValueError):
+    """The bytes given for a data key are not a 32-byte key (the message never includes them)."""
+
+
+class DataKey:
+    """One version of one user's data key, held for at most its granted TTL.
+
+    Args:
+        user_id: The user the key belongs to.
+        version: The key version (1, 2, ... as rotations add them).
+        material: Exactly 32 bytes of key material.
+        expires_at: `clock()` value after which the key must no longer be used; `None` for no expiry
+            (tests and the key service's own process).
+        clock: Monotonic clock used for expiry; injectable for tests.
+
+    Raises:
+        InvalidKeyMaterial: `material` is not 32 bytes.
+    """
+
+    __slots__ = ("_aesgcm", "_clock", "_expires_at", "user_id", "version")
+
+    def __init__(
+        self,
+        user_id: str,
+        version: int,
+        material: bytes,
+        *,
+        expires_at: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if len(material) != KEY_BYTES:
+            raise InvalidKeyMaterial(f"a data key must be {KEY_BYTES} bytes")
+        self.user_id = user_id
+        self.version = version
+        # Only the AEAD object is kept: building it once per key, not per event, is what lets a
+        # micro-batch seal hundreds of thousands of events a second.
+        self._aesgcm = AESGCM(material)
+        self._expires_at = expires_at
+        self._clock = clock
+
+    @classmethod
+    def from_base64(
+        cls,
+        user_id: str,
+        version: int,
+        encoded: str,
+        *,
+        ttl_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> DataKey:
+        """Build a handle from standard base64 (as the key service sends keys), expiring after `ttl_s`.
+
+        Raises:
+            InvalidKeyMaterial: not valid base64 of 32 bytes.
+        """
+        try:
+            material = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidKeyMaterial("a data key must be standard base64") from None
+        expires_at = None if ttl_s is None else clock() + ttl_s
+        return cls(user_id, version, material, expires_at=expires_at, clock=clock)
+
+    def expired(self) -> bool:
+        """True once the TTL the key was granted with has passed."""
+        return self._expires_at is not None and self._clock() >= self._expires_at
+
+    def _aead(self) -> AESGCM:
+        # Private on purpose: only this module's seal and open use the key.
+        return self._aesgcm
+
+    def __repr__(self) -> str:
+        return f"DataKey(user_id={self.user_id!r}, version={self.version})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("DataKey cannot be pickled: key material stays in this process")
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError("DataKey cannot be copied")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
+        raise TypeError("DataKey cannot be copied")
+
+
+# --- the envelope ----------------------------------------------------------------------------------
+
+ENVELOPE_VERSION = 1
+ALG = "AES-256-GCM"
+NONCE_BYTES = 12
+DOCUMENT_FIELDS = (
+    "_id",
+    "user_id",
+    "occurred_at",
+    "key_version",
+    "alg",
+    "v",
+    "nonce",
+    "ciphertext",
+    "sealed_at",
+)
+
+# Domain separation: these bytes start every v1 associated data, so a ciphertext made for anything else
+# (a wrapped key, say) can never be mistaken for a sealed event.
+_AD_LABEL = b"pulseseal/sealed-event\x00"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+class IntegrityError(Exception):
+    """A sealed document failed to open. Deliberately says nothing about which check failed."""
+
+    def __init__(self) -> None:
+        super().__init__("sealed document failed to open")
+
+
+class KeyExpired(Exception):
+    """A data key was used after the TTL it was granted with."""
+
+
+def to_millis(moment: datetime) -> int:
+    """Milliseconds since the Unix epoch, floored: the resolution of a BSON date.
+
+    A naive datetime is taken as UTC (that is how PyMongo returns dates by default).
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MS
+
+
+def from_millis(millis: int) -> datetime:
+    """The UTC datetime `millis` milliseconds after the Unix epoch."""
+    return _EPOCH + millis * _MS
+
+
+def associated_data(*, v: int, event_id: str, user_id: str, occurred_at_ms: int, key_version: int) -> bytes:
+    """The v1 associated data that binds a document's clear fields to its ciphertext (docs/envelope.md).
+
+    label ‖ u8 v ‖ u16 len ‖ _id ‖ u16 len ‖ user_id ‖ i64 occurred_at (ms) ‖ u32 key_version,
+    integers big-endian, strings UTF-8.
+
+    Raises:
+        ValueError: a field does not fit its slot.
+    """
+    id_bytes = event_id.encode()
+    user_bytes = user_id.encode()
+    return b"".join(
+        (
+            _AD_LABEL,
+            struct.pack(">BH", v, len(id_bytes)),
+            id_bytes,
+            struct.pack(">H", len(user_bytes)),
+            user_bytes,
+            struct.pack(">qI", occurred_at_ms, key_version),
+        )
+    )
+
+
+def seal(
+    event: HealthEvent,
+    key: DataKey,
+    *,
+    now: datetime | None = None,
+    nonce: bytes | None = None,
+) -> dict[str, Any]:
+    """Seal one event into the MongoDB document of contract §5.
+
+    Args:
+        event: A validated event; its canonical JSON is the plaintext.
+        key: The current data key of `event.user_id`.
+        now: The `sealed_at` time (default: the clock).
+        nonce: The 12-byte nonce; only test vectors pass one, everything else gets a fresh random one.
+
+    Raises:
+        ValueError: the key belongs to another user, or a given nonce is not 12 bytes.
+        KeyExpired: the key's TTL has passed.
+    """
+    if key.user_id != event.user_id:
+        raise ValueError("the data key belongs to another user")
+    if key.expired():
+        raise KeyExpired("data key used after its TTL; fetch it again")
+    if nonce is None:
+        nonce = os.urandom(NONCE_BYTES)
+    elif len(nonce) != NONCE_BYTES:
+        raise ValueError("a nonce must be 12 bytes")
+    occurred_ms = to_millis(event.occurred_at)
+    ad = associated_data(
+        v=ENVELOPE_VERSION,
+        event_id=event.event_id,
+        user_id=event.user_id,
+        occurred_at_ms=occurred_ms,
+        key_version=key.version,
+    )
+    ciphertext = key._aead().encrypt(nonce, canonical_json(event), ad)
+    return {
+        "_id": event.event_id,
+        "user_id": event.user_id,
+        "occurred_at": from_millis(occurred_ms),
+        "key_version": key.version,
+        "alg": ALG,
+        "v": ENVELOPE_VERSION,
+        "nonce": nonce,
+        "ciphertext": ciphertext,
+        "sealed_at": from_millis(to_millis(now or datetime.now(UTC))),
+    }
+
+
+def open_sealed(document: Mapping[str, Any], key: DataKey) -> HealthEvent:
+    """Open a sealed document with its user's data key of the document's `key_version`.
+
+    Raises:
+        IntegrityError: for every failure alike: wrong key, changed clear field, flipped bit, moved
+            ciphertext, unknown envelope version, malformed document.
+        KeyExpired: the key's TTL has passed.
+    """
+    if key.expired():
+        raise KeyExpired("data key used after its TTL; fetch it again")
+    try:
+        event_id = document["_id"]
+        user_id = document["user_id"]
+        version = document["key_version"]
+        occurred_ms = to_millis(document["occurred_at"])
+        nonce = bytes(document["nonce"])
+        ciphertext = bytes(document["ciphertext"])
+        if (
+            document["v"] != ENVELOPE_VERSION
+            or document["alg"] != ALG
+            or not isinstance(event_id, str)
+            or not isinstance(user_id, str)
+            or type(version) is not int
+            or key.user_id != user_id
+            or key.version != version
+            or len(nonce) != NONCE_BYTES
+        ):
+            raise IntegrityError
+        ad = associated_data(
+            v=ENVELOPE_VERSION,
+            event_id=event_id,
+            user_id=user_id,
+            occurred_at_ms=occurred_ms,
+            key_version=version,
+        )
+        plaintext = key._aead().decrypt(nonce, ciphertext, ad)
+        event = parse_event(plaintext)
+        # The AD already binds these; checking them again costs nothing and guards the sealing side.
+        same_ms = to_millis(event.occurred_at) == occurred_ms
+        if event.event_id != event_id or event.user_id != user_id or not same_ms:
+            raise IntegrityError
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, struct.error, InvalidTag):
+        raise IntegrityError from None
+    return event

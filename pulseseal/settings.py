@@ -1,0 +1,109 @@
+"""Every PulseSeal setting, read from `PULSESEAL_*` environment variables.
+
+One class for all components keeps the README's configuration table in one place; each component reads
+only the fields it needs. Paths that are not given explicitly are derived from `PULSESEAL_HOME`, which is
+relative to the working directory when it is relative (contract §8).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyUrl, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """PulseSeal configuration; every field is also the variable `PULSESEAL_<FIELD NAME IN CAPITALS>`."""
+
+    model_config = SettingsConfigDict(env_prefix="PULSESEAL_", extra="ignore", frozen=True)
+
+    # --- servers (contract §2) ---
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
+    mongo_url: str = Field("mongodb://127.0.0.1:27017/", description="MongoDB (or FerretDB) URL.")
+    mongo_db: str = Field("pulseseal", description="Database holding `sealed_events`.")
+    keystore_redis_url: str = Field(
+        "redis://127.0.0.1:6380/0", description="The key service's own Redis (AOF on). Key service only."
+    )
+    keyservice_url: str = Field("http://127.0.0.1:8700", description="Where callers reach the key service.")
+    gateway_url: str = Field("http://127.0.0.1:8080", description="Where clients reach the gateway.")
+    home: Path = Field(Path(".pulseseal"), description="Dev credentials and local service data.")
+
+    # --- key service ---
+    keyservice_host: str = Field("127.0.0.1", description="Address the key service listens on.")
+    keyservice_port: int = Field(8700, description="Port the key service listens on.")
+    keyservice_tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS.")
+    keyservice_tls_key: Path | None = Field(None, description="PEM private key for the certificate.")
+    keyservice_ca: Path | None = Field(None, description="CA bundle clients verify the key service with.")
+    master_key_file: Path | None = Field(
+        None, description="Base64 master key file (default `HOME/credentials/master.key`)."
+    )
+    master_key: str | None = Field(
+        None, description="Base64 master key given directly (takes precedence over the file)."
+    )
+    callers_file: Path | None = Field(
+        None, description="Key service callers file (default `HOME/credentials/callers.json`)."
+    )
+    keyservice_signing_key: Path | None = Field(
+        None,
+        description="Ed25519 key that signs erasure receipts (default `HOME/credentials/keyservice.pem`).",
+    )
+    key_ttl_s: int = Field(60, ge=1, le=3600, description="`expires_in` granted with each data key.")
+
+    # --- callers of the key service ---
+    caller_key_file: Path | None = Field(
+        None, description="This process's caller private key (default `HOME/credentials/<role>.pem`)."
+    )
+    key_cache_size: int = Field(100_000, ge=1, description="Data keys a caller holds at most (LRU).")
+
+    # --- encryptor ---
+    encryptor_metrics_port: int = Field(9464, description="Prometheus port of the encryptor.")
+    batch_max_events: int = Field(2000, ge=1, description="Flush a micro-batch at this many events.")
+    batch_max_ms: int = Field(50, ge=1, description="Flush a micro-batch this long after its first event.")
+    prefetch: int = Field(64, ge=1, description="Unacknowledged messages the encryptor holds at most.")
+    delivery_limit: int = Field(5, ge=1, description="`x-delivery-limit` of the `pulseseal.seal` queue.")
+    mongo_write_concern: Literal["journaled", "majority", "acknowledged"] = Field(
+        "journaled", description="Write concern for sealed documents."
+    )
+
+    # --- gateway ---
+    gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on.")
+    gateway_port: int = Field(8080, description="Port the gateway listens on.")
+    gateway_jwt_secret_file: Path | None = Field(
+        None, description="HS256 user-token secret (default `HOME/credentials/gateway-jwt.secret`)."
+    )
+    gateway_jwks_file: Path | None = Field(None, description="JWKS file with asymmetric user-token keys.")
+    gateway_jwt_audience: str = Field("authenticated", description="Required `aud` of user tokens.")
+    gateway_confirm_timeout_s: float = Field(5.0, gt=0, description="Broker confirm wait before a 503.")
+
+    @cached_property
+    def home_dir(self) -> Path:
+        """`PULSESEAL_HOME` as an absolute path."""
+        return self.home.expanduser().resolve()
+
+    @cached_property
+    def credentials_dir(self) -> Path:
+        """Where dev credentials live."""
+        return self.home_dir / "credentials"
+
+    def credential(self, explicit: Path | None, name: str) -> Path:
+        """An explicitly configured credential path, or the dev default `HOME/credentials/<name>`."""
+        return explicit if explicit is not None else self.credentials_dir / name
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment."""
+    return Settings()
+
+
+def redact_url(url: str | AnyUrl) -> str:
+    """A URL with any password replaced, safe to log or print."""
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return text
+    userinfo, _, hostpart = rest.partition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostpart}"

@@ -1,0 +1,35 @@
+"""RFC 3339 timestamps: the only time format events accept.
+
+Python's `datetime.fromisoformat` accepts far more than RFC 3339 (no offset, week dates, `2026-W48`),
+so the shape is checked first and only then parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$",
+)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 date-time with a mandatory offset.
+
+    Fractions beyond microseconds are truncated (Python's resolution).
+
+    Raises:
+        ValueError: `text` is not an RFC 3339 date-time with an offset, or names an impossible time.
+            The message never repeats the text.
+    """
+    match = _RFC3339.match(text)
+    if match is None:
+        raise ValueError("must be an RFC 3339 time with an offset, e.g. 2026-11-29T07:30:00Z")
+    date, clock, fraction, offset = match.groups()
+    micro = f".{fraction[:6].ljust(6, '0')}" if fraction else ""
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(f"{date}T{clock}{micro}{offset}")
+    except ValueError:
+        raise ValueError("must be a real calendar time (RFC 3339)") from None
