@@ -1,0 +1,83 @@
+"""Decoding one broker message into the events it carries and the ones it must dead-letter.
+
+A message is either one JSON event or an NDJSON batch (contract §4). An invalid event inside a batch does
+not spoil its neighbours: it is set aside with a code and a value-free reason, to be dead-lettered on
+its own while the rest are sealed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pulseseal.topology import JSON, NDJSON
+from schemas import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    HealthEvent,
+    InvalidEvent,
+    iter_ndjson_lines,
+    parse_event,
+)
+
+INVALID_EVENT = "invalid_event"
+INVALID_MESSAGE = "invalid_message"
+USER_SHREDDED = "user_shredded"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Something to dead-letter: the original bytes, a stable code and a reason naming no value."""
+
+    body: bytes
+    code: str
+    reason: str
+    line: int | None = None
+    event_id: str | None = None
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What a message carried: valid events, and what must be dead-lettered instead."""
+
+    events: list[HealthEvent] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def decode_message(body: bytes, content_type: str | None, *, now: datetime | None = None) -> Decoded:
+    """Split a message body into valid events and rejected parts.
+
+    A message that is not a PulseSeal message at all (unknown content type, too large, too many events)
+    is rejected as a whole with code `invalid_message`.
+
+    Args:
+        body: The message body.
+        content_type: The message's content type.
+        now: Reference time for the 24 h future bound.
+    """
+    decoded = Decoded()
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if len(body) > MAX_BATCH_BYTES:
+        decoded.rejected.append(Rejected(body, INVALID_MESSAGE, "message body is larger than 1 MiB"))
+    elif media_type == JSON:
+        _add(decoded, body, None, now)
+    elif media_type == NDJSON:
+        lines = list(iter_ndjson_lines(body))
+        if len(lines) > MAX_BATCH_EVENTS:
+            decoded.rejected.append(
+                Rejected(body, INVALID_MESSAGE, f"batch has more than {MAX_BATCH_EVENTS} events")
+            )
+        else:
+            for number, line in lines:
+                _add(decoded, line, number, now)
+    else:
+        decoded.rejected.append(Rejected(body, INVALID_MESSAGE, f"content type must be {JSON} or {NDJSON}"))
+    return decoded
+
+
+def _add(decoded: Decoded, raw: bytes, line: int | None, now: datetime | None) -> None:
+    try:
+        decoded.events.append(parse_event(raw, now=now))
+    except InvalidEvent as exc:
+        where = "" if line is None else f"line {line}: "
+        decoded.rejected.append(Rejected(raw, INVALID_EVENT, where + exc.reason, line=line))

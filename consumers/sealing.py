@@ -1,0 +1,157 @@
+"""One micro-batch from events to durable sealed documents: keys, seal, one `insert_many`.
+
+This is the flush function behind the batcher. Transient failures (key service or MongoDB away) are
+retried with backoff for as long as the encryptor runs; nothing in a batch is reported done before the
+write concern confirmed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from consumers import metrics
+from consumers.messages import USER_SHREDDED, Rejected
+from consumers.store import StoreUnavailable, insert_sealed
+from pulseseal.envelope import DataKey, seal
+from schemas import HealthEvent, canonical_json
+
+log = logging.getLogger("pulseseal.encryptor")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptKeys:
+    """The answer of a key source: a current key per user, and the users whose keys were shredded."""
+
+    keys: Mapping[str, DataKey]
+    shredded: frozenset[str] = frozenset()
+
+
+class KeysUnavailable(Exception):
+    """The key service could not be reached or answered with a transient error."""
+
+
+class KeySource(Protocol):
+    """Where the encryptor gets current data keys (the key service client, or a fake in unit tests)."""
+
+    async def encrypt_keys(self, user_ids: Collection[str]) -> EncryptKeys:
+        """Current keys for `user_ids`.
+
+        Raises:
+            KeysUnavailable: transiently unable to answer; the caller retries.
+        """
+        ...
+
+
+@dataclass(slots=True)
+class MessageResult:
+    """What happened to one message's events: counts, events to dead-letter, or "redeliver me"."""
+
+    stored: int = 0
+    duplicates: int = 0
+    dead: list[Rejected] = field(default_factory=list)
+    retry: bool = False
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    initial_s: float = 0.1
+    cap_s: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        """The next sleep, growing with each call."""
+        ceiling = min(self.cap_s, self.initial_s * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class Sealer:
+    """Seal and store micro-batches; one instance per encryptor process.
+
+    Args:
+        keys: The key source.
+        collection: `sealed_events`, with the write concern to honour.
+        clock: The `sealed_at` clock (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        keys: KeySource,
+        collection: AsyncCollection[dict[str, Any]],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._keys = keys
+        self._collection = collection
+        self._clock = clock
+
+    async def flush(self, batches: Sequence[list[HealthEvent]]) -> list[MessageResult]:
+        """Seal and durably store every event of `batches` (one list per message).
+
+        Returns one `MessageResult` per message, in order. Retries transient failures until they pass
+        (the batcher cancels this at shutdown; then nothing of the batch is acknowledged).
+        """
+        started = asyncio.get_running_loop().time()
+        users = {event.user_id for batch in batches for event in batch}
+        granted = await self._retry("key service", lambda: self._keys.encrypt_keys(users))
+        now = self._clock()
+        results = [MessageResult() for _ in batches]
+        docs: list[dict[str, Any]] = []
+        owner: list[int] = []
+        for index, batch in enumerate(batches):
+            for event in batch:
+                key = granted.keys.get(event.user_id)
+                if key is None:
+                    reason = (
+                        "user's keys were destroyed (crypto-shredded)"
+                        if event.user_id in granted.shredded
+                        else "key service gave no key for this user"
+                    )
+                    results[index].dead.append(
+                        Rejected(canonical_json(event), USER_SHREDDED, reason, event_id=event.event_id)
+                    )
+                    continue
+                docs.append(seal(event, key, now=now))
+                owner.append(index)
+        outcome = await self._retry("MongoDB", lambda: insert_sealed(self._collection, docs))
+        for doc, index in zip(docs, owner, strict=True):
+            if doc["_id"] in outcome.failed:
+                results[index].retry = True
+        # Per message, a document counts as stored whether this insert wrote it or an earlier one did.
+        for index, count in enumerate(_count_by_owner(owner, len(batches))):
+            results[index].stored = count
+        metrics.EVENTS_SEALED.inc(outcome.stored)
+        metrics.DUPLICATES.inc(outcome.duplicates)
+        metrics.BATCH_SIZE.observe(len(docs))
+        metrics.FLUSH_SECONDS.observe(asyncio.get_running_loop().time() - started)
+        return results
+
+    async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        backoff = Backoff()
+        while True:
+            try:
+                return await operation()
+            except (KeysUnavailable, StoreUnavailable) as exc:
+                delay = backoff.next_delay()
+                metrics.TRANSIENT_FAILURES.labels(dependency=what).inc()
+                log.warning("%s unavailable, retrying in %.1f s: %s", what, delay, exc)
+                await asyncio.sleep(delay)
+
+
+def _count_by_owner(owner: list[int], messages: int) -> list[int]:
+    counts = [0] * messages
+    for index in owner:
+        counts[index] += 1
+    return counts

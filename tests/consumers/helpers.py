@@ -1,0 +1,131 @@
+"""Helpers for encryptor tests: a deterministic key source, publishing, waiting and reading the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pymongo.asynchronous.collection import AsyncCollection
+
+from consumers.sealing import EncryptKeys, KeysUnavailable
+from pulseseal.envelope import DataKey
+from pulseseal.topology import (
+    BATCH_ROUTING_KEY,
+    DEAD_QUEUE,
+    EVENTS_EXCHANGE,
+    JSON,
+    NDJSON,
+    declare_topology,
+    routing_key_for,
+)
+
+
+def fixed_key_material(user_id: str, version: int = 1) -> bytes:
+    """A fixed 32-byte key per (user, version), so tests can open what they sealed."""
+    return hashlib.sha256(f"pulseseal-test-key:{user_id}:{version}".encode()).digest()
+
+
+class FakeKeySource:
+    """An in-memory key source: every user has version 1 unless shredded; can be made unavailable."""
+
+    def __init__(self, shredded: Collection[str] = ()) -> None:
+        self.shredded = set(shredded)
+        self.unavailable = False
+        self.requests: list[frozenset[str]] = []
+
+    async def encrypt_keys(self, user_ids: Collection[str]) -> EncryptKeys:
+        """Version-1 keys for every user not shredded."""
+        if self.unavailable:
+            raise KeysUnavailable("fake key service is down")
+        self.requests.append(frozenset(user_ids))
+        keys = {u: DataKey(u, 1, fixed_key_material(u)) for u in user_ids if u not in self.shredded}
+        return EncryptKeys(keys=keys, shredded=frozenset(u for u in user_ids if u in self.shredded))
+
+
+async def open_channel(url: str) -> tuple[aio_pika.abc.AbstractRobustConnection, AbstractChannel]:
+    """A connection and a confirming channel with the topology declared."""
+    connection = await aio_pika.connect_robust(url)
+    channel = await connection.channel(publisher_confirms=True)
+    await declare_topology(channel, delivery_limit=5)
+    return connection, channel
+
+
+async def publish_single(channel: AbstractChannel, event: Mapping[str, Any], **properties: Any) -> None:
+    """Publish one event as an application/json message, confirmed."""
+    exchange = await channel.get_exchange(EVENTS_EXCHANGE)
+    await exchange.publish(
+        aio_pika.Message(
+            json.dumps(event).encode(),
+            content_type=JSON,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            **properties,
+        ),
+        routing_key=routing_key_for(str(event.get("type", "unknown"))),
+        mandatory=True,
+    )
+
+
+async def publish_lines(channel: AbstractChannel, lines: Iterable[bytes], **properties: Any) -> None:
+    """Publish raw NDJSON lines as one application/x-ndjson message, confirmed."""
+    exchange = await channel.get_exchange(EVENTS_EXCHANGE)
+    await exchange.publish(
+        aio_pika.Message(
+            b"\n".join(lines) + b"\n",
+            content_type=NDJSON,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            **properties,
+        ),
+        routing_key=BATCH_ROUTING_KEY,
+        mandatory=True,
+    )
+
+
+async def publish_batch(channel: AbstractChannel, events: Iterable[Mapping[str, Any]]) -> None:
+    """Publish events as one NDJSON message, confirmed."""
+    await publish_lines(channel, (json.dumps(e).encode() for e in events))
+
+
+async def wait_for(
+    condition: Callable[[], Any], *, timeout_s: float = 30.0, every_s: float = 0.1, what: str = "condition"
+) -> None:
+    """Poll an async or sync condition until it is truthy; fail with `what` after the timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(every_s)
+
+
+async def count_documents(collection: AsyncCollection[dict[str, Any]]) -> int:
+    """How many sealed documents there are."""
+    return await collection.count_documents({})
+
+
+async def drain_dead_letters(
+    channel: AbstractChannel, *, settle_s: float = 1.0
+) -> list[AbstractIncomingMessage]:
+    """Take every message from `pulseseal.dead` (acking them), waiting `settle_s` for stragglers."""
+    queue = await channel.get_queue(DEAD_QUEUE)
+    taken: list[AbstractIncomingMessage] = []
+    loop = asyncio.get_running_loop()
+    quiet_until = loop.time() + settle_s
+    while loop.time() < quiet_until:
+        message = await queue.get(no_ack=False, fail=False)
+        if message is None:
+            await asyncio.sleep(0.1)
+            continue
+        await message.ack()
+        taken.append(message)
+        quiet_until = loop.time() + settle_s
+    return taken
