@@ -28,6 +28,7 @@ class BatcherClosed(Exception):
 class _Submission(Generic[T, R]):
     items: T
     size: int
+    submitted_at: float
     future: asyncio.Future[R] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -83,7 +84,7 @@ class MicroBatcher(Generic[T, R]):
         """
         if self._closing:
             raise BatcherClosed("the encryptor is shutting down")
-        submission: _Submission[T, R] = _Submission(items, size)
+        submission: _Submission[T, R] = _Submission(items, size, asyncio.get_running_loop().time())
         self._waiting.append(submission)
         self._waiting_items += size
         if self._waiting_items >= self._max_items or len(self._waiting) >= self._max_waiting:
@@ -119,7 +120,9 @@ class MicroBatcher(Generic[T, R]):
                         return
                     self._wakeup.clear()
                     await self._wakeup.wait()
-                deadline = loop.time() + self._max_delay_s
+                # The clock of a batch starts with its oldest submission, which may have waited
+                # through the previous flush already.
+                deadline = self._waiting[0].submitted_at + self._max_delay_s
                 while not self._full() and not self._closing:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
@@ -136,7 +139,14 @@ class MicroBatcher(Generic[T, R]):
         return self._waiting_items >= self._max_items or len(self._waiting) >= self._max_waiting
 
     async def _flush_waiting(self) -> None:
-        batch, self._waiting, self._waiting_items = self._waiting, [], 0
+        # Take whole submissions from the front until the batch holds `max_items`: a backlog that built
+        # up during a slow flush is written in bounded batches, not one huge insert.
+        taken = items = 0
+        while taken < len(self._waiting) and items < self._max_items:
+            items += self._waiting[taken].size
+            taken += 1
+        batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
+        self._waiting_items -= items
         try:
             results = await self._flush([s.items for s in batch])
         except asyncio.CancelledError:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from schemas import HealthEvent, canonical_json, parse_event
 
 KEY_BYTES = 32
+MAX_KEY_VERSION = 0xFFFF_FFFF  # the u32 slot of the associated data
 
 
 class InvalidKeyMaterial(ValueError):
@@ -33,7 +34,7 @@ class DataKey:
 
     Args:
         user_id: The user the key belongs to.
-        version: The key version (1, 2, ... as rotations add them).
+        version: The key version (1, 2, ... as rotations add them), at most `MAX_KEY_VERSION`.
         material: Exactly 32 bytes of key material.
         expires_at: `clock()` value after which the key must no longer be used; `None` for no expiry
             (tests and the key service's own process).
@@ -41,9 +42,10 @@ class DataKey:
 
     Raises:
         InvalidKeyMaterial: `material` is not 32 bytes.
+        ValueError: `version` is not an int from 1 to `MAX_KEY_VERSION`.
     """
 
-    __slots__ = ("_aesgcm", "_clock", "_expires_at", "user_id", "version")
+    __slots__ = ("_aesgcm", "_clock", "_expires_at", "_user_id", "_version")
 
     def __init__(
         self,
@@ -56,8 +58,11 @@ class DataKey:
     ) -> None:
         if len(material) != KEY_BYTES:
             raise InvalidKeyMaterial(f"a data key must be {KEY_BYTES} bytes")
-        self.user_id = user_id
-        self.version = version
+        # Checked here, not at seal time: a version outside the u32 slot could never be sealed under.
+        if not _is_int(version) or not 1 <= version <= MAX_KEY_VERSION:
+            raise ValueError(f"a key version must be an int from 1 to {MAX_KEY_VERSION}")
+        self._user_id = user_id
+        self._version = version
         # Only the AEAD object is kept: building it once per key, not per event, is what lets a
         # micro-batch seal hundreds of thousands of events a second.
         self._aesgcm = AESGCM(material)
@@ -86,9 +91,20 @@ class DataKey:
         expires_at = None if ttl_s is None else clock() + ttl_s
         return cls(user_id, version, material, expires_at=expires_at, clock=clock)
 
+    @property
+    def user_id(self) -> str:
+        """The user the key belongs to (read-only: a handle cannot be relabelled)."""
+        return self._user_id
+
+    @property
+    def version(self) -> int:
+        """The key version (read-only)."""
+        return self._version
+
     def expired(self) -> bool:
         """True once the TTL the key was granted with has passed."""
-        return self._expires_at is not None and self._clock() >= self._expires_at
+        # Written as `not <` so that a NaN deadline (a bad TTL) fails closed: expired, not eternal.
+        return self._expires_at is not None and not self._clock() < self._expires_at
 
     def _aead(self) -> AESGCM:
         # Private on purpose: only this module's seal and open use the key.
@@ -168,16 +184,20 @@ def associated_data(*, v: int, event_id: str, user_id: str, occurred_at_ms: int,
     """
     id_bytes = event_id.encode()
     user_bytes = user_id.encode()
-    return b"".join(
-        (
-            _AD_LABEL,
-            struct.pack(">BH", v, len(id_bytes)),
-            id_bytes,
-            struct.pack(">H", len(user_bytes)),
-            user_bytes,
-            struct.pack(">qI", occurred_at_ms, key_version),
+    try:
+        return b"".join(
+            (
+                _AD_LABEL,
+                struct.pack(">BH", v, len(id_bytes)),
+                id_bytes,
+                struct.pack(">H", len(user_bytes)),
+                user_bytes,
+                struct.pack(">qI", occurred_at_ms, key_version),
+            )
         )
-    )
+    except struct.error:
+        # struct.error is not a ValueError; callers (and open_sealed) expect the documented one.
+        raise ValueError("a field does not fit its slot in the associated data") from None
 
 
 def seal(
@@ -243,15 +263,22 @@ def open_sealed(document: Mapping[str, Any], key: DataKey) -> HealthEvent:
         event_id = document["_id"]
         user_id = document["user_id"]
         version = document["key_version"]
-        occurred_ms = to_millis(document["occurred_at"])
-        nonce = bytes(document["nonce"])
-        ciphertext = bytes(document["ciphertext"])
+        occurred_at = document["occurred_at"]
+        if not isinstance(occurred_at, datetime):
+            raise IntegrityError
+        occurred_ms = to_millis(occurred_at)
+        nonce = _binary(document["nonce"])
+        ciphertext = _binary(document["ciphertext"])
+        envelope_version = document["v"]
         if (
-            document["v"] != ENVELOPE_VERSION
+            # `True == 1` and `1.0 == 1` in Python, but a BSON bool or double is not our v. Int subclasses
+            # are ints: PyMongo returns an int64 as `bson.Int64` (key versions from 2**31 are stored so).
+            not _is_int(envelope_version)
+            or envelope_version != ENVELOPE_VERSION
             or document["alg"] != ALG
             or not isinstance(event_id, str)
             or not isinstance(user_id, str)
-            or type(version) is not int
+            or not _is_int(version)
             or key.user_id != user_id
             or key.version != version
             or len(nonce) != NONCE_BYTES
@@ -270,6 +297,18 @@ def open_sealed(document: Mapping[str, Any], key: DataKey) -> HealthEvent:
         same_ms = to_millis(event.occurred_at) == occurred_ms
         if event.event_id != event_id or event.user_id != user_id or not same_ms:
             raise IntegrityError
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, struct.error, InvalidTag):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, InvalidTag):
         raise IntegrityError from None
     return event
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _binary(value: object) -> bytes:
+    # Only real binary (bytes, bson.Binary, bytearray, memoryview). `bytes(value)` alone would turn an
+    # int into that many zero bytes (a huge allocation for a crafted document) and a list into bytes.
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError("not binary")
+    return bytes(value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -21,19 +21,23 @@ from pydantic import (
     Strict,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
 )
 
 from schemas.rfc3339 import parse_rfc3339
 
 MAX_FUTURE_S = 24 * 3600
+_MAX_FUTURE = timedelta(seconds=MAX_FUTURE_S)
 
-_UUID_RE = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+_UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+# fullmatch, not match: with `re`, `$` also matches before a trailing newline.
+_UUID_RE = re.compile(_UUID_PATTERN)
 
 
 def _check_uuid(value: str) -> str:
     # The string is kept exactly as sent: it is the idempotency key and the document `_id`, and replay
     # must give back what was ingested.
-    if not _UUID_RE.match(value):
+    if not _UUID_RE.fullmatch(value):
         raise ValueError("must be a UUID in 8-4-4-4-12 hex form")
     uuid.UUID(value)
     return value
@@ -41,20 +45,31 @@ def _check_uuid(value: str) -> str:
 
 def _require_rfc3339(value: object) -> object:
     if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
+        offset = value.utcoffset()
+        if offset is None:
             raise ValueError("must be an RFC 3339 time with an offset")
-        return value
-    if not isinstance(value, str):
+        # RFC 3339 offsets are whole minutes; pydantic would silently drop the seconds when serialising,
+        # so the canonical JSON would name another instant and the sealed event would not open.
+        if offset % timedelta(minutes=1):
+            raise ValueError("must have a UTC offset in whole minutes (RFC 3339)")
+    elif isinstance(value, str):
+        value = parse_rfc3339(value)
+    else:
         raise ValueError("must be an RFC 3339 time string with an offset")
-    return parse_rfc3339(value)
+    try:
+        # Sealing stores the instant in UTC; 0001-01-01T00:00+01:00 has none in Python's range.
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must fall between years 0001 and 9999 in UTC") from None
+    return value
 
 
 def _not_too_far_in_future(value: datetime, info: ValidationInfo) -> datetime:
     # `now` comes from the validation context so tests (and replays of old data) control the clock;
-    # without one the bound is not applied.
+    # without one the bound is not applied. Compared as timedeltas so the bound is exact to the µs.
     context = info.context
     now = context.get("now") if isinstance(context, dict) else None
-    if isinstance(now, datetime) and (value - now).total_seconds() > MAX_FUTURE_S:
+    if isinstance(now, datetime) and value - now > _MAX_FUTURE:
         raise ValueError("must not be more than 24 h in the future")
     return value
 
@@ -63,7 +78,12 @@ Rfc3339 = Annotated[datetime, BeforeValidator(_require_rfc3339)]
 StrictInt = Annotated[int, Strict()]
 # Strict floats accept JSON integers (97 → 97.0) but never strings or booleans.
 Number = Annotated[float, Strict()]
-EventId = Annotated[str, Strict(), AfterValidator(_check_uuid)]
+EventId = Annotated[
+    str,
+    Strict(),
+    AfterValidator(_check_uuid),
+    WithJsonSchema({"type": "string", "format": "uuid", "pattern": _UUID_PATTERN}),
+]
 UserId = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
 ]

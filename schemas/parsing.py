@@ -6,6 +6,7 @@ HTTP answers, dead-letter headers and rejected-lines files, none of which may ho
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,10 +59,11 @@ def parse_event(raw: bytes | str, *, now: datetime | None = None) -> HealthEvent
 
     Args:
         raw: The event's JSON text.
-        now: When given, `occurred_at` may be at most 24 h after it.
+        now: When given (timezone-aware), `occurred_at` may be at most 24 h after it.
 
     Raises:
         InvalidEvent: the JSON is malformed or the event breaks a rule of contract §3.
+        TypeError: `now` is a naive datetime.
     """
     try:
         return _ADAPTER.validate_json(raw, context=_context(now))
@@ -74,6 +76,7 @@ def validate_event(obj: Any, *, now: datetime | None = None) -> HealthEvent:
 
     Raises:
         InvalidEvent: the event breaks a rule of contract §3.
+        TypeError: `now` is a naive datetime.
     """
     try:
         return _ADAPTER.validate_python(obj, context=_context(now))
@@ -113,7 +116,13 @@ def canonical_json(event: HealthEvent) -> bytes:
 
 
 def _context(now: datetime | None) -> dict[str, Any] | None:
-    return None if now is None else {"now": now}
+    if now is None:
+        return None
+    # Checked here, once: a naive `now` would otherwise fail deep in the validator with a TypeError, and
+    # only for events that got that far.
+    if now.utcoffset() is None:
+        raise TypeError("now must be a timezone-aware datetime")
+    return {"now": now}
 
 
 # --- error messages --------------------------------------------------------------------------------
@@ -146,6 +155,9 @@ _FIXED = {
 
 _PATTERN_MESSAGES = {"user_id": "must be 1 to 128 characters of A-Za-z0-9._:@-"}
 
+# Unknown field names are only repeated when they look like a field name could.
+_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
 
 def problems_from(exc: ValidationError) -> list[FieldProblem]:
     """Translate pydantic errors into value-free `FieldProblem`s.
@@ -155,8 +167,15 @@ def problems_from(exc: ValidationError) -> list[FieldProblem]:
     """
     problems: list[FieldProblem] = []
     for error in exc.errors(include_input=False, include_url=False):
-        field = _field_path(error["loc"], error["type"])
-        problems.append(FieldProblem(field, _message(error["type"], error.get("ctx") or {}, field)))
+        loc, error_type = error["loc"], error["type"]
+        if error_type == "extra_forbidden" and not _SAFE_NAME.fullmatch(str(loc[-1])):
+            # An unknown field's name is sender data: it may be long (dead-letter headers must stay
+            # small) or hold the very values we never echo. Name its parent instead.
+            field = _field_path(loc[:-1], error_type)
+            problems.append(FieldProblem(field, "has a field that is not allowed (name not shown)"))
+            continue
+        field = _field_path(loc, error_type)
+        problems.append(FieldProblem(field, _message(error_type, error.get("ctx") or {}, field)))
     return problems
 
 
@@ -201,11 +220,15 @@ def _message(error_type: str, ctx: Mapping[str, Any], field: str | None) -> str:
         text, key = bounds[error_type]
         return f"{text} {_number(ctx.get(key))}"
     if error_type == "string_too_short":
-        return f"must be at least {ctx.get('min_length')} characters"
+        return f"must be at least {_count(ctx.get('min_length'), 'character')}"
     if error_type == "string_too_long":
-        return f"must be at most {ctx.get('max_length')} characters"
+        return f"must be at most {_count(ctx.get('max_length'), 'character')}"
     if error_type == "too_long":
-        return f"must have at most {ctx.get('max_length')} items"
+        return f"must have at most {_count(ctx.get('max_length'), 'item')}"
     if error_type == "too_short":
-        return f"must have at least {ctx.get('min_length')} items"
+        return f"must have at least {_count(ctx.get('min_length'), 'item')}"
     return f"is not valid ({error_type})"
+
+
+def _count(number: object, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+# ASCII digits only (`\d` would also take other scripts' digits), and matched with `fullmatch`: with `re`,
+# `$` also matches before a trailing newline.
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$",
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}:[0-9]{2})",
 )
 
 
@@ -23,7 +25,7 @@ def parse_rfc3339(text: str) -> datetime:
         ValueError: `text` is not an RFC 3339 date-time with an offset, or names an impossible time.
             The message never repeats the text.
     """
-    match = _RFC3339.match(text)
+    match = _RFC3339.fullmatch(text)
     if match is None:
         raise ValueError("must be an RFC 3339 time with an offset, e.g. 2026-11-29T07:30:00Z")
     date, clock, fraction, offset = match.groups()

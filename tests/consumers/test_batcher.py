@@ -121,3 +121,15 @@ async def test_close_gives_up_on_a_stuck_flush_and_fails_its_submitters() -> Non
     assert loop.time() - started < 2
     with pytest.raises(BatcherClosed):
         await pending
+
+
+async def test_a_backlog_is_flushed_in_batches_of_at_most_max_items() -> None:
+    flush = Recorder(delay_s=0.05)
+    batcher: MicroBatcher[str, int] = MicroBatcher(flush, max_items=2, max_delay_s=0.2, max_waiting=100)
+    batcher.start()
+    first = asyncio.create_task(batcher.submit("a", 2))
+    await asyncio.sleep(0.01)  # "a" is being flushed; a backlog of five builds up behind it
+    backlog = [asyncio.create_task(batcher.submit(s, 1)) for s in ("b", "c", "d", "e", "f")]
+    await asyncio.wait_for(asyncio.gather(first, *backlog), 5)
+    assert flush.batches == [["a"], ["b", "c"], ["d", "e"], ["f"]]
+    await batcher.close(1)
