@@ -1,0 +1,190 @@
+"""The key service's HTTP edge (contract §6): each route reads the body, authenticates, parses, calls one
+service function and answers JSON, or an RFC 9457 problem that is also written to the audit log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keyservice.auth import RequestFacts, VerifiedCaller
+from keyservice.errors import KeyServiceError, MethodNotAllowed, NotFound, RequestInvalid, RequestTooLarge
+from keyservice.models import (
+    MAX_BODY_BYTES,
+    DecryptRequest,
+    EncryptRequest,
+    parse_body,
+    parse_rfc3339,
+    parse_user_id,
+)
+from keyservice.service import KeyService
+
+log = logging.getLogger(__name__)
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass(slots=True)
+class _Call:
+    """One request on its way through: what the audit record of a refusal can name."""
+
+    request: Request
+    body: bytes
+    request_id: str
+    user_ids: list[str] = field(default_factory=list)
+    caller_id: str | None = None
+
+
+Handler = Callable[[VerifiedCaller, _Call], Awaitable[dict[str, Any]]]
+
+
+def _json(payload: dict[str, Any], request_id: str, status: int = 200) -> Response:
+    headers = {**_NO_STORE, "X-Request-ID": request_id}
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def problem(error: KeyServiceError, request_id: str) -> Response:
+    """An RFC 9457 problem response for `error`."""
+    payload = {
+        "type": f"urn:pulseseal:problem:{error.reason}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "reason": error.reason,
+        "request_id": request_id,
+    }
+    headers = {**_NO_STORE, "X-Request-ID": request_id}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    if error.status == 503:
+        headers["Retry-After"] = "1"
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(body, status_code=error.status, media_type="application/problem+json", headers=headers)
+
+
+async def _read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        raise RequestTooLarge(f"body over {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestTooLarge(f"body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(service: KeyService) -> Starlette:
+    """The ASGI app over a ready `KeyService` (whoever opened the service closes it)."""
+
+    def endpoint(action: str, scope: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            started = time.perf_counter()
+            call = _Call(request, b"", uuid.uuid4().hex)
+            try:
+                call.body = await _read_body(request)
+                facts = RequestFacts(
+                    request.method,
+                    request.url.path,
+                    call.body,
+                    request.client.host if request.client else "",
+                    request.headers.get("authorization"),
+                )
+                caller = await service.authenticate(facts, scope)
+                call.caller_id = caller.caller_id
+                response = _json(await handler(caller, call), call.request_id)
+                log.debug("%s granted to %s (request %s)", action, caller.caller_id, call.request_id)
+            except KeyServiceError as exc:
+                exc.caller_id = exc.caller_id or call.caller_id
+                await service.refuse(action, exc, call.request_id, call.user_ids)
+                log.info("%s refused: %s (request %s)", action, exc.reason, call.request_id)
+                response = problem(exc, call.request_id)
+            except Exception as exc:
+                # The message of an unexpected error could carry data; log its type only unless debugging.
+                log.error(
+                    "%s failed: unexpected %s (request %s)",
+                    action,
+                    type(exc).__name__,
+                    call.request_id,
+                    exc_info=os.environ.get("PULSESEAL_DEBUG") == "1",
+                )
+                error = KeyServiceError("internal error")
+                error.caller_id = call.caller_id
+                await service.refuse(action, error, call.request_id, call.user_ids)
+                response = problem(error, call.request_id)
+            service.metrics.latency.labels(action).observe(time.perf_counter() - started)
+            return response
+
+        return route
+
+    async def encrypt(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+        return await service.encrypt(caller, parse_body(EncryptRequest, call.body), call.request_id)
+
+    async def decrypt(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+        return await service.decrypt(caller, parse_body(DecryptRequest, call.body), call.request_id)
+
+    def _path_user(call: _Call) -> str:
+        user_id = parse_user_id(call.request.path_params["user_id"])
+        call.user_ids = [user_id]
+        return user_id
+
+    async def rotate(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+        return await service.rotate(caller, _path_user(call), call.request_id)
+
+    async def shred(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+        return await service.shred(caller, _path_user(call), call.request_id)
+
+    async def reinstate(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+        return await service.reinstate(caller, _path_user(call), call.request_id)
+
+    async def audit(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+        params = call.request.query_params
+        unknown = set(params) - {"user_id", "since", "limit"}
+        if unknown:
+            raise RequestInvalid(f"unknown query parameter {sorted(unknown)[0]!r}")
+        user_id = parse_user_id(params["user_id"]) if "user_id" in params else None
+        since = parse_rfc3339(params["since"], "since") if "since" in params else None
+        limit_text = params.get("limit", "1000")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
+            raise RequestInvalid("limit must be an integer from 1 to 10000")
+        return await service.read_audit(
+            caller, call.request_id, user_id=user_id, since=since, limit=int(limit_text)
+        )
+
+    async def healthz(request: Request) -> Response:
+        ready, details = await service.health()
+        return _json(details, uuid.uuid4().hex, 200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        error = MethodNotAllowed("method not allowed") if status == 405 else NotFound("no such endpoint")
+        return problem(error, uuid.uuid4().hex)
+
+    routes = [
+        Route("/v1/keys/encrypt", endpoint("encrypt", "keys:encrypt", encrypt), methods=["POST"]),
+        Route("/v1/keys/decrypt", endpoint("decrypt", "keys:decrypt", decrypt), methods=["POST"]),
+        Route("/v1/users/{user_id}/rotate", endpoint("rotate", "keys:admin", rotate), methods=["POST"]),
+        Route("/v1/users/{user_id}", endpoint("shred", "keys:admin", shred), methods=["DELETE"]),
+        Route(
+            "/v1/users/{user_id}/reinstate", endpoint("reinstate", "keys:admin", reinstate), methods=["POST"]
+        ),
+        Route("/v1/audit", endpoint("audit", "keys:admin", audit), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})

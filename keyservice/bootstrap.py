@@ -1,0 +1,160 @@
+"""Starting the key service: load and check everything it needs, or refuse with one clear line.
+
+It refuses to start without a master key, with a master key that does not match the store, during an
+unfinished master-key rewrap, on a Redis without AOF (unless volatile was explicitly allowed), with a
+callers file or signing key it cannot load, or with a shred ledger that does not verify. Before serving,
+it re-applies the shred ledger to the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from keyservice.audit import AuditLog
+from keyservice.auth import Authenticator
+from keyservice.callers import CallerRegistry
+from keyservice.errors import KeyServiceError, StartupRefused
+from keyservice.ledger import ShredLedger, UserFloor, summarize
+from keyservice.metrics import KeyServiceMetrics
+from keyservice.replay import RedisReplayGuard
+from keyservice.service import KeyService
+from keyservice.store import KeyStore
+from keyservice.tokens import load_private_key
+from keyservice.wrapping import MasterKey
+from pulseseal.settings import Settings, redact_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    """Everything the key service needs to start, resolved from settings."""
+
+    redis_url: str
+    prefix: str
+    master: MasterKey
+    callers_file: Path
+    signing_key_file: Path
+    ledger_file: Path
+    key_ttl_s: int
+    allow_volatile: bool
+
+
+def load_master_key(settings: Settings) -> MasterKey:
+    """The master key from `PULSESEAL_MASTER_KEY`, else from the master key file.
+
+    Raises:
+        StartupRefused: neither is there, or it is not base64 of 32 bytes.
+    """
+    if settings.master_key:
+        return MasterKey.from_base64(settings.master_key, source="PULSESEAL_MASTER_KEY")
+    return MasterKey.from_file(settings.credential(settings.master_key_file, "master.key"))
+
+
+def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -> ServiceOptions:
+    """Resolve the key service's options.
+
+    Raises:
+        StartupRefused: no usable master key.
+    """
+    return ServiceOptions(
+        redis_url=settings.keystore_redis_url,
+        prefix=settings.keystore_prefix,
+        master=load_master_key(settings),
+        callers_file=settings.credential(settings.callers_file, "callers.json"),
+        signing_key_file=settings.credential(settings.keyservice_signing_key, "keyservice.pem"),
+        ledger_file=settings.shred_ledger_file or settings.home_dir / "keyservice" / "shred-ledger.ndjson",
+        key_ttl_s=settings.key_ttl_s,
+        allow_volatile=allow_volatile,
+    )
+
+
+def connect_redis(url: str) -> Redis:
+    """A client of the key-store Redis with the timeouts the service uses."""
+    return Redis.from_url(url, decode_responses=False, socket_timeout=5, socket_connect_timeout=3)
+
+
+async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | None = None) -> KeyService:
+    """Check everything and build a ready `KeyService` (the caller closes it).
+
+    Raises:
+        StartupRefused: one clear line naming what is wrong and what to do.
+    """
+    registry = CallerRegistry.from_file(options.callers_file)
+    try:
+        signing_key = load_private_key(options.signing_key_file)
+    except KeyServiceError as exc:
+        raise StartupRefused(f"receipt signing key: {exc.detail}") from None
+    ledger = ShredLedger(options.ledger_file, signing_key)
+    try:
+        floors = summarize(ledger.load())
+    except KeyServiceError as exc:
+        raise StartupRefused(exc.detail) from None
+    redis = connect_redis(options.redis_url)
+    try:
+        return await _open(options, redis, registry, signing_key, ledger, floors, metrics)
+    except BaseException:
+        await redis.aclose()
+        raise
+
+
+async def _open(
+    options: ServiceOptions,
+    redis: Redis,
+    registry: CallerRegistry,
+    signing_key: Ed25519PrivateKey,
+    ledger: ShredLedger,
+    floors: dict[str, UserFloor],
+    metrics: KeyServiceMetrics | None,
+) -> KeyService:
+    where = redact_url(options.redis_url)
+    try:
+        await redis.ping()
+    except (RedisError, OSError):
+        raise StartupRefused(
+            f"key-store Redis at {where} is not answering: start it (`pulseseal services up`) "
+            "or set PULSESEAL_KEYSTORE_REDIS_URL"
+        ) from None
+    store = KeyStore(redis, options.master, prefix=options.prefix)
+    try:
+        durable = await store.durability()
+        if not durable and not options.allow_volatile:
+            raise StartupRefused(
+                f"key-store Redis at {where} has no AOF persistence (appendonly no): enable it, or pass "
+                "--allow-volatile-keystore for throwaway development data"
+            )
+        await store.check_master()
+        destroyed, reshredded = await store.reapply(floors)
+    except StartupRefused:
+        raise
+    except KeyServiceError as exc:
+        raise StartupRefused(f"key-store Redis at {where}: {exc.detail}") from None
+    if not durable:
+        log.warning("key store %s is volatile (no AOF): keys may be lost; development only", where)
+    if destroyed or reshredded:
+        log.warning(
+            "shred ledger re-applied: %d key versions destroyed again, %d users shredded again "
+            "(was the key store restored from a backup?)",
+            destroyed,
+            reshredded,
+        )
+    log.info(
+        "key store %s ready (master key %s, %d callers)", where, options.master.key_id_hex, len(registry)
+    )
+    return KeyService(
+        redis=redis,
+        store=store,
+        authenticator=Authenticator(registry, RedisReplayGuard(redis, options.prefix)),
+        audit=AuditLog(redis, options.prefix),
+        ledger=ledger,
+        signing_key=signing_key,
+        metrics=metrics or KeyServiceMetrics(),
+        key_ttl_s=options.key_ttl_s,
+        require_durable=not options.allow_volatile,
+    )

@@ -1,0 +1,317 @@
+"""What the key service does, as plain async functions over verified input (the routes only parse).
+
+Every grant and refusal goes to the audit log before the answer leaves; a grant whose audit record
+cannot be written is not handed out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from keyservice.audit import AuditLog, AuditRecord, rfc3339
+from keyservice.auth import Authenticator, RequestFacts, VerifiedCaller
+from keyservice.errors import KeyServiceError, UserNotShredded
+from keyservice.ledger import LedgerEntry, ShredLedger
+from keyservice.metrics import KeyServiceMetrics
+from keyservice.models import DecryptRequest, EncryptRequest
+from keyservice.receipts import sign_receipt
+from keyservice.store import KeyStore
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class KeyService:
+    """The key service's logic, wired to its store, callers, audit log, ledger and signing key."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        store: KeyStore,
+        authenticator: Authenticator,
+        audit: AuditLog,
+        ledger: ShredLedger,
+        signing_key: Ed25519PrivateKey,
+        metrics: KeyServiceMetrics,
+        key_ttl_s: int,
+        require_durable: bool,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.authenticator = authenticator
+        self.audit = audit
+        self.ledger = ledger
+        self.signing_key = signing_key
+        self.metrics = metrics
+        self.key_ttl_s = key_ttl_s
+        self.require_durable = require_durable
+        self._now = now
+
+    async def authenticate(self, facts: RequestFacts, scope: str) -> VerifiedCaller:
+        """Verify a request's caller for `scope` (see `Authenticator.verify`)."""
+        return await self.authenticator.verify(facts, scope)
+
+    def _record(self, caller: str | None, action: str, users: Sequence[str], **extra: Any) -> AuditRecord:
+        return AuditRecord(
+            time=rfc3339(self._now()),
+            caller=caller,
+            action=action,
+            user_ids=list(users),
+            versions=extra.pop("versions", []),
+            **extra,
+        )
+
+    async def encrypt(
+        self, caller: VerifiedCaller, request: EncryptRequest, request_id: str
+    ) -> dict[str, Any]:
+        """Current key per user, created on first use; shredded users are refused.
+
+        Raises:
+            KeyServiceUnavailable: the store or audit log is unavailable.
+            KeyUnwrapError: a stored key fails its integrity check.
+        """
+        user_ids = list(dict.fromkeys(request.user_ids))
+        keys, shredded = await self.store.current_keys(user_ids)
+        records = []
+        if keys:
+            records.append(
+                self._record(
+                    caller.caller_id,
+                    "encrypt",
+                    [k.user_id for k in keys],
+                    versions=[k.version for k in keys],
+                    outcome="granted",
+                    request_id=request_id,
+                )
+            )
+        if shredded:
+            records.append(
+                self._record(
+                    caller.caller_id,
+                    "encrypt",
+                    shredded,
+                    outcome="refused",
+                    request_id=request_id,
+                    reason="shredded",
+                )
+            )
+        await self.audit.append_many(records)
+        self.metrics.grants.labels("encrypt").inc(len(keys))
+        if shredded:
+            self.metrics.refusals.labels("shredded").inc(len(shredded))
+        ttl = self.key_ttl_s
+        return {
+            "keys": [
+                {"user_id": k.user_id, "version": k.version, "key": k.b64(), "expires_in": ttl} for k in keys
+            ],
+            "refused": [{"user_id": u, "reason": "shredded"} for u in shredded],
+        }
+
+    async def decrypt(
+        self, caller: VerifiedCaller, request: DecryptRequest, request_id: str
+    ) -> dict[str, Any]:
+        """Given versions of given users, and the missing ones with why; never creates a key.
+
+        Raises:
+            KeyServiceUnavailable: the store or audit log is unavailable.
+            KeyUnwrapError: a stored key fails its integrity check.
+        """
+        refs = list(dict.fromkeys((k.user_id, k.version) for k in request.keys))
+        lookup = await self.store.keys_at(refs)
+        records = []
+        if lookup.found:
+            records.append(
+                self._record(
+                    caller.caller_id,
+                    "decrypt",
+                    [k.user_id for k in lookup.found],
+                    versions=[k.version for k in lookup.found],
+                    outcome="granted",
+                    request_id=request_id,
+                    purpose=request.purpose,
+                )
+            )
+        for reason in ("shredded", "unknown"):
+            refused = [(u, v) for u, v, r in lookup.missing if r == reason]
+            if refused:
+                records.append(
+                    self._record(
+                        caller.caller_id,
+                        "decrypt",
+                        [u for u, _ in refused],
+                        versions=[v for _, v in refused],
+                        outcome="refused",
+                        request_id=request_id,
+                        purpose=request.purpose,
+                        reason=reason,
+                    )
+                )
+                self.metrics.refusals.labels(reason).inc(len(refused))
+        await self.audit.append_many(records)
+        self.metrics.grants.labels("decrypt").inc(len(lookup.found))
+        ttl = self.key_ttl_s
+        return {
+            "keys": [
+                {"user_id": k.user_id, "version": k.version, "key": k.b64(), "expires_in": ttl}
+                for k in lookup.found
+            ],
+            "missing": [{"user_id": u, "version": v, "reason": r} for u, v, r in lookup.missing],
+        }
+
+    async def rotate(self, caller: VerifiedCaller, user_id: str, request_id: str) -> dict[str, Any]:
+        """Add a version for the user and make it current.
+
+        Raises:
+            KeyShredded: the user is shredded.
+            KeyServiceUnavailable: the store or audit log is unavailable.
+        """
+        version = await self.store.rotate(user_id)
+        await self.audit.append_many(
+            [
+                self._record(
+                    caller.caller_id,
+                    "rotate",
+                    [user_id],
+                    versions=[version],
+                    outcome="granted",
+                    request_id=request_id,
+                )
+            ]
+        )
+        self.metrics.grants.labels("rotate").inc()
+        return {"user_id": user_id, "version": version}
+
+    async def shred(self, caller: VerifiedCaller, user_id: str, request_id: str) -> dict[str, Any]:
+        """Destroy every key version of the user, record it in the shred ledger and sign a receipt.
+
+        Raises:
+            LedgerError: the shred happened in the store but the ledger could not record it (repeat it).
+            KeyServiceUnavailable: the store or audit log is unavailable.
+        """
+        shredded = await self.store.shred(user_id)
+        at = rfc3339(self._now())
+        await self.ledger.append(
+            LedgerEntry(
+                "shred",
+                user_id,
+                at,
+                versions_destroyed=shredded.versions,
+                max_destroyed=shredded.max_destroyed,
+            )
+        )
+        receipt = sign_receipt(self.signing_key, user_id, shredded.versions, at)
+        await self.audit.append_many(
+            [
+                self._record(
+                    caller.caller_id,
+                    "shred",
+                    [user_id],
+                    versions=list(shredded.versions),
+                    outcome="granted",
+                    request_id=request_id,
+                )
+            ]
+        )
+        log.info(
+            "shredded a user: %d key versions destroyed (request %s)", len(shredded.versions), request_id
+        )
+        return receipt.to_json()
+
+    async def reinstate(self, caller: VerifiedCaller, user_id: str, request_id: str) -> dict[str, Any]:
+        """Let a shredded user have keys again: a new version above every destroyed one.
+
+        The reinstate is written to the shred ledger first, so a ledger re-applied after a crash never
+        shreds a user who was reinstated.
+
+        Raises:
+            UserNotShredded: the user is not shredded.
+            KeyServiceUnavailable: the store or audit log is unavailable.
+            LedgerError: the ledger cannot be written.
+        """
+        cur, floor, shredded = await self.store.state(user_id)
+        if not shredded:
+            raise UserNotShredded("user is not shredded; nothing to reinstate")
+        version = max(cur, floor) + 1
+        await self.ledger.append(LedgerEntry("reinstate", user_id, rfc3339(self._now()), version=version))
+        version = await self.store.reinstate(user_id, version)
+        await self.audit.append_many(
+            [
+                self._record(
+                    caller.caller_id,
+                    "reinstate",
+                    [user_id],
+                    versions=[version],
+                    outcome="granted",
+                    request_id=request_id,
+                )
+            ]
+        )
+        self.metrics.grants.labels("reinstate").inc()
+        return {"user_id": user_id, "version": version}
+
+    async def read_audit(
+        self,
+        caller: VerifiedCaller,
+        request_id: str,
+        *,
+        user_id: str | None,
+        since: datetime | None,
+        limit: int,
+    ) -> dict[str, Any]:
+        """Audit records, oldest first; reading them is itself recorded.
+
+        Raises:
+            KeyServiceUnavailable: the audit log is unavailable.
+        """
+        records = await self.audit.query(user_id=user_id, since=since, limit=limit)
+        await self.audit.append_many(
+            [
+                self._record(
+                    caller.caller_id,
+                    "audit",
+                    [user_id] if user_id else [],
+                    outcome="granted",
+                    request_id=request_id,
+                )
+            ]
+        )
+        return {"records": [r.to_json() for r in records]}
+
+    async def refuse(
+        self, action: str, error: KeyServiceError, request_id: str, user_ids: Sequence[str] = ()
+    ) -> None:
+        """Record a refused request in the audit log and metrics; never raises (the caller gets the error)."""
+        self.metrics.refusals.labels(error.reason).inc()
+        record = self._record(
+            error.caller_id, action, user_ids, outcome="refused", request_id=request_id, reason=error.reason
+        )
+        try:
+            await self.audit.append_many([record])
+        except KeyServiceError:
+            log.error("could not write the audit record of refused request %s", request_id)
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """`(ready, details)`: ready when the store answers and is durable (or volatile was allowed)."""
+        try:
+            await self.redis.ping()
+            durable = await self.store.durability()
+        except (RedisError, KeyServiceError):
+            return False, {"status": "unavailable", "store": "not answering"}
+        ready = durable or not self.require_durable
+        return ready, {"status": "ok" if ready else "unavailable", "durable": durable}
+
+    async def close(self) -> None:
+        """Close the Redis connections."""
+        await self.redis.aclose()
