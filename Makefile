@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PULSESEAL_HOME ?= .pulseseal
 
-.PHONY: help install services services-down lint format typecheck test test-fast demo docs bench clean
+.PHONY: help install services services-down lint format typecheck test test-fast demo docs docs-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -47,7 +47,11 @@ demo: install services  ## the main job on local defaults
 	$(BIN)/pulseseal demo
 
 docs: install  ## regenerate the generated documents
+	$(BIN)/python -m pulseseal.docgen
 	$(BIN)/python -m schemas.export docs/schemas/health-event.schema.json
+
+docs-check: install  ## fail when a generated document is stale (CI)
+	$(BIN)/python -m pulseseal.docgen --check
 
 clean:  ## remove the virtualenv and caches (service data in $(PULSESEAL_HOME) stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -28,15 +28,20 @@ class KeyCache(Generic[K]):
             raise ValueError("max_size must be at least 1")
         self._max = max_size
         self._keys: OrderedDict[K, DataKey] = OrderedDict()
+        # Plain counters: the encryptor turns them into its hit-ratio metric.
+        self.hits = 0
+        self.misses = 0
 
     def get(self, name: K) -> DataKey | None:
         """The cached, unexpired handle, or None."""
         key = self._keys.get(name)
-        if key is None:
-            return None
-        if key.expired():
+        if key is not None and key.expired():
             del self._keys[name]
+            key = None
+        if key is None:
+            self.misses += 1
             return None
+        self.hits += 1
         self._keys.move_to_end(name)
         return key
 

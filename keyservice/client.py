@@ -149,6 +149,11 @@ class KeyServiceClient:
     ) -> None:
         await self.aclose()
 
+    @property
+    def current_key_cache(self) -> KeyCache[str]:
+        """The cache of current keys (its `hits`/`misses` feed the encryptor's metrics)."""
+        return self._current.cache
+
     async def aclose(self) -> None:
         """Close connections and forget every cached key."""
         self._current.cache.clear()

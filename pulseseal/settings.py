@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         description="Ed25519 key that signs erasure receipts (default `HOME/credentials/keyservice.pem`).",
     )
     key_ttl_s: int = Field(60, ge=1, le=3600, description="`expires_in` granted with each data key.")
+    keystore_prefix: str = Field(
+        "pulseseal:ks:", description="Prefix of every key-store Redis key (tests use a unique one)."
+    )
+    shred_ledger_file: Path | None = Field(
+        None,
+        description="Signed shred ledger, kept apart from the keys (default `HOME/keyservice/shred-ledger.ndjson`).",
+    )
 
     # --- callers of the key service ---
     caller_key_file: Path | None = Field(
@@ -59,6 +66,7 @@ class Settings(BaseSettings):
     key_cache_size: int = Field(100_000, ge=1, description="Data keys a caller holds at most (LRU).")
 
     # --- encryptor ---
+    metrics_host: str = Field("127.0.0.1", description="Address the encryptor's `/metrics` listens on.")
     encryptor_metrics_port: int = Field(9464, description="Prometheus port of the encryptor.")
     batch_max_events: int = Field(2000, ge=1, description="Flush a micro-batch at this many events.")
     batch_max_ms: int = Field(50, ge=1, description="Flush a micro-batch this long after its first event.")
@@ -77,6 +85,23 @@ class Settings(BaseSettings):
     gateway_jwks_file: Path | None = Field(None, description="JWKS file with asymmetric user-token keys.")
     gateway_jwt_audience: str = Field("authenticated", description="Required `aud` of user tokens.")
     gateway_confirm_timeout_s: float = Field(5.0, gt=0, description="Broker confirm wait before a 503.")
+    gateway_body_timeout_s: float = Field(
+        10.0, gt=0, description="A request body must arrive within this long, else 408 (slow clients)."
+    )
+    gateway_jwt_leeway_s: float = Field(
+        30.0, ge=0, le=300, description="Clock skew tolerated on user tokens' `exp` and `nbf`."
+    )
+
+    # --- importer ---
+    import_batch_events: int = Field(
+        1000, ge=1, le=1000, description="Events per NDJSON message the importer publishes."
+    )
+    import_in_flight: int = Field(
+        16, ge=1, le=1000, description="Messages the importer keeps unconfirmed at most (pipelining)."
+    )
+    import_retry_s: float = Field(
+        60.0, ge=0, description="How long the importer retries a lost broker before stopping (resumable)."
+    )
 
     @cached_property
     def home_dir(self) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from pulseseal.cli.errors import CliError, ExitCode
@@ -30,6 +29,26 @@ def _register() -> None:
 
     app.add_typer(services.app, name="services")
 
+    from pulseseal.cli import keys, keyservice
+
+    app.command("keyservice", help="Run the key service (per-user data keys for authenticated callers).")(
+        keyservice.run
+    )
+    app.add_typer(keys.app, name="keys")
+
+    from pulseseal.cli import encryptor, run
+
+    app.command("encryptor", help="Run an encryptor (queue → keys → seal → MongoDB).")(encryptor.run)
+    app.command("run", help="Run the key service, an encryptor and the gateway together (development).")(
+        run.run
+    )
+
+    from pulseseal.cli import dead, gateway, importer
+
+    app.command("gateway", help="Run the HTTP gateway (POST /v1/events, /healthz, /metrics).")(gateway.run)
+    app.command("import", help=importer.HELP)(importer.import_command)
+    app.add_typer(dead.app, name="dead")
+
 
 def main() -> None:
     """Entry point of the `pulseseal` script."""
@@ -37,11 +56,11 @@ def main() -> None:
     try:
         result = app(standalone_mode=False)
         sys.exit(result if isinstance(result, int) else ExitCode.OK)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        print(exc.format_message(), file=sys.stderr)
-        sys.exit(ExitCode.USAGE)
-    except click.ClickException as exc:
-        print(f"pulseseal: {exc.format_message()}", file=sys.stderr)
+    except typer.TyperException as exc:
+        # Typer ships its own click; its usage errors all derive from TyperException. With no
+        # arguments, the help was printed already.
+        if type(exc).__name__ != "NoArgsIsHelpError":
+            print(f"pulseseal: {exc.format_message()} (see `pulseseal --help`)", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
     except CliError as exc:
         print(f"pulseseal: {exc.message}", file=sys.stderr)

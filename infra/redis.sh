@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The key service's own Redis (Debian's redis-server) with AOF persistence: up | down | status.
+#
+# Data keys rest here (wrapped), so the store must be durable: appendonly yes, appendfsync everysec.
+# The key service refuses a store without AOF; so does `up` when it finds someone else's Redis.
+set -euo pipefail
+# shellcheck source=infra/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PS_PROCESS=redis-server # what our server's command line contains
+NAME=redis
+PORT="${PULSESEAL_KEYSTORE_REDIS_PORT:-6380}"
+DIR="$PS_HOME_DIR/keystore-redis"
+PIDFILE="$DIR/redis.pid"
+LOG="$DIR/redis.log"
+
+cli() { timeout 3 redis-cli -h "$PS_HOST" -p "$PORT" "$@" 2>/dev/null; }
+
+# answers_pong: the port answers as Redis (PING → PONG).
+answers_pong() { [ "$(cli ping)" = "PONG" ]; }
+
+# aof_on: Redis on the port has the append-only file on.
+aof_on() { [ "$(cli config get appendonly | tail -n 1)" = "yes" ]; }
+
+ready() { answers_pong && aof_on; }
+
+cmd_up() {
+    local pid
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        ps_require_packages redis-server
+    fi
+    if pid="$(ps_pid_alive "$PIDFILE")"; then
+        if ! answers_pong; then
+            say "$NAME: our Redis (pid $pid) is not answering yet — waiting for it"
+            ps_wait_ready "$NAME" "$PIDFILE" "$LOG" answers_pong
+        fi
+        aof_on || die "$NAME: our Redis (pid $pid) has appendonly off — the key store needs AOF; run: redis-cli -p $PORT config set appendonly yes"
+        say "$NAME: already running (pid $pid, port $PORT, appendonly yes)"
+        return 0
+    fi
+    if answers_pong; then
+        aof_on || die "the Redis on $PS_HOST:$PORT (not ours) has appendonly off — the key store needs AOF; stop it or run: redis-cli -p $PORT config set appendonly yes"
+        say "$NAME: port $PORT already answers as Redis with appendonly yes, not started by us — using it"
+        return 0
+    fi
+    ps_port_open "$PORT" && die "port $PS_HOST:$PORT is taken$(ps_port_owner "$PORT"), which is not Redis — free it or set PULSESEAL_KEYSTORE_REDIS_PORT"
+    mkdir -p "$DIR"
+    rm -f "$PIDFILE"
+    say "$NAME: starting key-store Redis on $PS_HOST:$PORT (AOF on, log: $LOG)"
+    # Arguments rather than a config file: the whole configuration is visible in `ps` and here.
+    redis-server --bind "$PS_HOST" --port "$PORT" --protected-mode yes \
+        --daemonize yes --pidfile "$PIDFILE" --logfile "$LOG" --dir "$DIR" \
+        --appendonly yes --appendfsync everysec \
+        >>"$PS_LOG_DIR/redis-startup.log" 2>&1 </dev/null ||
+        die "redis-server refused to start — see $LOG"
+    ps_wait_ready "$NAME" "$PIDFILE" "$LOG" ready
+    say "$NAME: ready (pid $(ps_pid_alive "$PIDFILE"), port $PORT, appendonly yes)"
+}
+
+cmd_down() { ps_stop "$NAME" "$PIDFILE"; }
+
+cmd_status() {
+    local pid=""
+    pid="$(ps_pid_alive "$PIDFILE")" || pid=""
+    if ready && [ -n "$pid" ]; then
+        ps_status_line "$NAME" "ready (AOF on)" "$PORT" "$pid" "$DIR"
+    elif ready; then
+        ps_status_line "$NAME" "ready (AOF on, not ours)" "$PORT" "" "-"
+    elif answers_pong; then
+        ps_status_line "$NAME" "AOF OFF, not ready" "$PORT" "$pid" "$DIR"
+        return 1
+    else
+        ps_status_line "$NAME" "${pid:+running, }not ready" "$PORT" "$pid" "$DIR"
+        return 1
+    fi
+}
+
+case "${1:-}" in
+    up | down) "cmd_$1" ;;
+    status) cmd_status || exit 1 ;;
+    *) die "usage: $(basename "$0") up|down|status" ;;
+esac

@@ -1,0 +1,72 @@
+"""infra/compose.yaml: the container stack offers the same three servers, ports and AOF settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "infra" / "compose.yaml"
+
+
+def _compose_config() -> dict[str, Any]:
+    """The stack as Docker Compose resolves it when the plugin works, else the file parsed as YAML."""
+    docker = shutil.which("docker")
+    if docker is not None:
+        result = subprocess.run(
+            [docker, "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode == 0:
+            config: dict[str, Any] = json.loads(result.stdout)
+            return config
+    parsed: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return parsed
+
+
+def _published(service: dict[str, Any]) -> set[tuple[str, int, int]]:
+    """(host ip, host port, container port) of every published port, short or long syntax."""
+    out: set[tuple[str, int, int]] = set()
+    for port in service["ports"]:
+        if isinstance(port, str):
+            ip, host, container = port.rsplit(":", 2)
+            out.add((ip, int(host), int(container)))
+        else:
+            out.add((port.get("host_ip", ""), int(port["published"]), int(port["target"])))
+    return out
+
+
+def test_three_servers_on_the_local_ports_and_loopback_only() -> None:
+    services = _compose_config()["services"]
+
+    assert set(services) == {"rabbitmq", "keystore-redis", "mongo"}
+    assert _published(services["rabbitmq"]) == {("127.0.0.1", 5672, 5672)}
+    assert _published(services["keystore-redis"]) == {("127.0.0.1", 6380, 6380)}
+    assert _published(services["mongo"]) == {("127.0.0.1", 27017, 27017)}
+
+
+def test_images_are_the_documented_ones() -> None:
+    services = _compose_config()["services"]
+
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:3.13")
+    assert services["keystore-redis"]["image"].startswith("redis:7")
+    assert services["mongo"]["image"].startswith("mongo:7")
+
+
+def test_keystore_redis_is_durable() -> None:
+    command = _compose_config()["services"]["keystore-redis"]["command"]
+    args = command.split() if isinstance(command, str) else list(command)
+
+    def value(flag: str) -> str:
+        return str(args[args.index(flag) + 1])
+
+    assert value("--appendonly") == "yes"
+    assert value("--appendfsync") in {"everysec", "always"}
+    assert value("--port") == "6380"
