@@ -132,10 +132,21 @@ class Sealer:
         # Per message, a document counts as stored whether this insert wrote it or an earlier one did.
         for index, count in enumerate(_count_by_owner(owner, len(batches))):
             results[index].stored = count
+        elapsed = asyncio.get_running_loop().time() - started
+        log.debug(
+            "batch stored",
+            extra={
+                "events": len(docs),
+                "new": outcome.stored,
+                "duplicates": outcome.duplicates,
+                "messages": len(batches),
+                "ms": round(elapsed * 1000, 1),
+            },
+        )
         metrics.EVENTS_SEALED.inc(outcome.stored)
         metrics.DUPLICATES.inc(outcome.duplicates)
         metrics.BATCH_SIZE.observe(len(docs))
-        metrics.FLUSH_SECONDS.observe(asyncio.get_running_loop().time() - started)
+        metrics.FLUSH_SECONDS.observe(elapsed)
         return results
 
     async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:

@@ -81,7 +81,9 @@ def wait_healthy(component: Component, url: str, timeout_s: float = 30.0) -> Non
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if component.process.poll() is not None:
-            raise AssertionError(f"{component.name} exited ({component.process.returncode}):\n{component.log()}")
+            raise AssertionError(
+                f"{component.name} exited ({component.process.returncode}):\n{component.log()}"
+            )
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -98,7 +100,9 @@ def wait_logged(component: Component, text: str, timeout_s: float = 30.0) -> Non
         if text in component.log():
             return
         if component.process.poll() is not None:
-            raise AssertionError(f"{component.name} exited ({component.process.returncode}):\n{component.log()}")
+            raise AssertionError(
+                f"{component.name} exited ({component.process.returncode}):\n{component.log()}"
+            )
         time.sleep(0.1)
     raise AssertionError(f"{component.name} never logged {text!r}:\n{component.log()}")
 
