@@ -1,0 +1,1 @@
+"""Benchmarks (`pulseseal bench` reuses them); a package so `bench.producers` is not the `producers` package."""

@@ -1,0 +1,309 @@
+"""Producer benchmarks, reused by `pulseseal bench`.
+
+- `bench_gateway`: events/s a running gateway accepts (202, so broker-confirmed) from `clients`
+  concurrent clients sending `events_per_request`-event JSON arrays, with p50/p99 request latency.
+- `bench_importer`: events/s and peak RSS of `pulseseal import` on a generated NDJSON file.
+
+`python -m bench.producers` runs both against a scratch RabbitMQ virtual host (created through
+infra/rabbitmq.sh and deleted afterwards), so nothing lands in the real `pulseseal.seal` queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import jwt
+
+ROOT = Path(__file__).resolve().parents[1]
+PULSESEAL = str(Path(sys.executable).with_name("pulseseal"))
+_SUMMARY = re.compile(r"imported (\d+) events, rejected (\d+), in ([\d.]+) s \((\d+) events/s\)")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayResult:
+    """Accepted events per second and request latency over the measured window."""
+
+    clients: int
+    events_per_request: int
+    seconds: float
+    requests: int
+    failed_requests: int
+    events_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ImporterResult:
+    """One `pulseseal import` run on a generated file."""
+
+    lines: int
+    file_mb: float
+    seconds: float
+    events_per_s: float
+    peak_rss_mb: float
+
+
+# --- event generation (no test helpers: the bench ships without tests/) ------------------------------
+
+
+def _event(rng: random.Random, user: str, when: datetime) -> dict[str, object]:
+    kind = rng.random()
+    base: dict[str, object] = {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "user_id": user,
+        "occurred_at": when.isoformat(),
+        "source": {"kind": "wearable", "device": "Pulse Band 2"},
+    }
+    if kind < 0.6:
+        return base | {"type": "heart_rate", "data": {"bpm": rng.randint(45, 180)}}
+    if kind < 0.8:
+        return base | {"type": "steps", "data": {"count": rng.randint(0, 3000), "period_s": 900}}
+    if kind < 0.9:
+        return base | {"type": "spo2", "data": {"percent": round(rng.uniform(92, 100), 1)}}
+    return base | {
+        "type": "sleep",
+        "data": {"stage": rng.choice(["light", "deep", "rem"]), "duration_s": 1800},
+    }
+
+
+def generate_ndjson(path: Path, lines: int, *, seed: int = 7, users: int = 1000) -> None:
+    """Write `lines` valid events as NDJSON (about 200 bytes a line)."""
+    rng = random.Random(seed)
+    start = datetime.now(UTC) - timedelta(days=30)
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(lines):
+            event = _event(rng, f"user-{i % users:05d}", start + timedelta(seconds=i))
+            out.write(json.dumps(event, separators=(",", ":")) + "\n")
+
+
+# --- gateway ---------------------------------------------------------------------------------------
+
+
+async def bench_gateway(
+    gateway_url: str,
+    secret: bytes,
+    *,
+    audience: str = "authenticated",
+    clients: int = 16,
+    events_per_request: int = 100,
+    seconds: float = 10.0,
+    warmup_s: float = 2.0,
+) -> GatewayResult:
+    """Drive a running gateway and measure what it accepts.
+
+    Args:
+        gateway_url: Its base URL.
+        secret: The HS256 user-token secret it verifies with.
+        audience: The `aud` it requires.
+        clients: Concurrent clients (each its own user, connection and token).
+        events_per_request: Events per request (a JSON array).
+        seconds: Length of the measured window.
+        warmup_s: Traffic before the window, not counted.
+    """
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    latencies: list[float] = []
+    counts = {"requests": 0, "failed": 0, "events": 0}
+    begin = time.perf_counter() + warmup_s
+    end = begin + seconds
+
+    host, port = _host_port(gateway_url)
+
+    async def client(number: int) -> None:
+        user = f"bench-user-{number:02d}"
+        token = jwt.encode({"sub": user, "aud": audience, "exp": int(time.time()) + 3600}, secret, "HS256")
+        requests = [
+            _request(
+                host,
+                token,
+                [
+                    _event(rng, user, now - timedelta(seconds=rng.randint(1, 86400)))
+                    for _ in range(events_per_request)
+                ],
+            )
+            for _ in range(20)
+        ]
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            i = 0
+            while (started := time.perf_counter()) < end:
+                writer.write(requests[i % len(requests)])
+                status, body = await _response(reader)
+                i += 1
+                if started < begin:
+                    continue
+                latencies.append(time.perf_counter() - started)
+                counts["requests"] += 1
+                if status == 202:
+                    counts["events"] += json.loads(body)["accepted"]
+                else:
+                    counts["failed"] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    latencies.sort()
+    return GatewayResult(
+        clients=clients,
+        events_per_request=events_per_request,
+        seconds=seconds,
+        requests=counts["requests"],
+        failed_requests=counts["failed"],
+        events_per_s=counts["events"] / seconds,
+        p50_ms=1000 * latencies[len(latencies) // 2] if latencies else 0.0,
+        p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0,
+    )
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = httpx.URL(url)
+    return parsed.host, parsed.port or 80
+
+
+def _request(host: str, token: str, events: list[dict[str, object]]) -> bytes:
+    body = json.dumps(events).encode()
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    # A minimal HTTP/1.1 client: on a 2-core machine httpx's own CPU time would be measured as the
+    # gateway's slowness. Keep-alive, Content-Length bodies only (what the gateway sends).
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    return status, await reader.readexactly(length)
+
+
+def start_gateway(amqp_url: str, port: int) -> subprocess.Popen[bytes]:
+    """`pulseseal gateway` on `port`, once its /healthz answers 200.
+
+    Raises:
+        RuntimeError: it did not become ready within 30 s.
+    """
+    env = os.environ | {"PULSESEAL_AMQP_URL": amqp_url, "PULSESEAL_GATEWAY_PORT": str(port)}
+    process = subprocess.Popen([PULSESEAL, "gateway"], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the gateway did not become ready within 30 s")
+
+
+# --- importer --------------------------------------------------------------------------------------
+
+
+def bench_importer(path: Path, amqp_url: str) -> ImporterResult:
+    """Run `pulseseal import path` and measure its rate and peak RSS (from the kernel's rusage).
+
+    Raises:
+        RuntimeError: the import failed.
+    """
+    env = os.environ | {"PULSESEAL_AMQP_URL": amqp_url}
+    process = subprocess.Popen(
+        [PULSESEAL, "import", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    with process.stdout:
+        output = process.stdout.read().decode()
+    # wait4 gives this child's own peak RSS, unlike RUSAGE_CHILDREN (the largest child so far).
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    match = _SUMMARY.search(output)
+    if process.returncode != 0 or match is None:
+        raise RuntimeError(f"pulseseal import exited {process.returncode}: {output.strip()[-200:]}")
+    lines = int(match.group(1))
+    return ImporterResult(
+        lines=lines,
+        file_mb=path.stat().st_size / 1e6,
+        seconds=float(match.group(3)),
+        events_per_s=float(match.group(4)),
+        peak_rss_mb=usage.ru_maxrss / 1024,
+    )
+
+
+# --- scratch vhost and main ------------------------------------------------------------------------
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(
+        ["bash", str(ROOT / "infra" / "rabbitmq.sh"), "ctl", *args], check=True, capture_output=True
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both benchmarks and print their results as JSON lines."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--amqp-url", default=os.environ.get("PULSESEAL_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    )
+    parser.add_argument(
+        "--secret-file", type=Path, default=ROOT / ".pulseseal" / "credentials" / "gateway-jwt.secret"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="gateway measurement window")
+    parser.add_argument("--lines", default="1000000", help="importer file sizes, comma-separated")
+    parser.add_argument("--skip", choices=["gateway", "importer"], action="append", default=[])
+    args = parser.parse_args(argv)
+    vhost = f"bench{secrets.token_hex(3)}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    amqp_url = args.amqp_url.rstrip("/") + "/" + vhost
+    try:
+        if "gateway" not in args.skip:
+            port = _free_port()
+            gateway = start_gateway(amqp_url, port)
+            try:
+                secret = args.secret_file.read_text(encoding="utf-8").strip().encode()
+                result = asyncio.run(bench_gateway(f"http://127.0.0.1:{port}", secret, seconds=args.seconds))
+                print(json.dumps({"bench": "gateway"} | asdict(result)), flush=True)
+            finally:
+                gateway.terminate()
+                gateway.wait(timeout=30)
+        if "importer" not in args.skip:
+            for lines in (int(n) for n in args.lines.split(",")):
+                with tempfile.TemporaryDirectory() as scratch:
+                    path = Path(scratch) / "events.ndjson"
+                    generate_ndjson(path, lines)
+                    importer = bench_importer(path, amqp_url)
+                    print(json.dumps({"bench": "importer"} | asdict(importer)), flush=True)
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The batch importer: NDJSON and CSV files streamed into confirmed NDJSON messages, resumable."""

@@ -1,0 +1,131 @@
+"""Pipelined confirms with an in-order commit point.
+
+Up to `max_in_flight` messages wait for their confirms at once (throughput), but a batch counts as done
+only when it *and every batch before it* are confirmed (correctness of the checkpoint). A batch whose
+publish failed is published again, with backoff, until the broker takes it or `retry_s` runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from producers.importer.checkpoint import Checkpoint
+from producers.publisher import PublishFailed
+from pulseseal.topology import BATCH_ROUTING_KEY, NDJSON
+
+_FIRST_DELAY_S = 0.2
+_MAX_DELAY_S = 5.0
+
+
+class Sender(Protocol):
+    """What the window needs of a publisher (`producers.publisher.Publisher` is one)."""
+
+    async def publish(self, body: bytes, *, routing_key: str, content_type: str) -> None:
+        """Publish and wait for the confirm; raise `PublishFailed` when there is none."""
+
+
+class ImportAborted(Exception):
+    """The broker did not take a batch within the retry time; the import stops at its checkpoint."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One NDJSON message and the checkpoint that holds once it and all earlier ones are confirmed."""
+
+    body: bytes
+    events: int
+    checkpoint: Checkpoint
+
+
+class ConfirmWindow:
+    """Publishes batches with many confirms outstanding and reports them confirmed in order.
+
+    Args:
+        publisher: The confirmed publisher.
+        max_in_flight: Unconfirmed batches at most; `submit` waits while the window is full.
+        retry_s: How long a failed batch is retried before `ImportAborted`.
+        on_confirmed: Called with each batch, in submission order, once it and all before it are in.
+        on_retry: Called with a reason when a batch must be retried (to tell the user once).
+        sleep: The backoff sleep (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        publisher: Sender,
+        *,
+        max_in_flight: int,
+        retry_s: float,
+        on_confirmed: Callable[[Batch], None],
+        on_retry: Callable[[str], None],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._publisher = publisher
+        self._max_in_flight = max_in_flight
+        self._retry_s = retry_s
+        self._on_confirmed = on_confirmed
+        self._on_retry = on_retry
+        self._sleep = sleep
+        self._pending: deque[tuple[Batch, asyncio.Task[None]]] = deque()
+
+    async def submit(self, batch: Batch) -> None:
+        """Start publishing `batch`, first waiting for the oldest confirms while the window is full.
+
+        Raises:
+            ImportAborted: an earlier batch could not be published within the retry time.
+        """
+        while len(self._pending) >= self._max_in_flight:
+            await self._settle_oldest()
+        self._pending.append((batch, asyncio.create_task(self._publish(batch))))
+        # Let the event loop read confirms that arrived while the caller was parsing.
+        await asyncio.sleep(0)
+
+    async def drain(self) -> None:
+        """Wait until every submitted batch is confirmed.
+
+        Raises:
+            ImportAborted: a batch could not be published within the retry time.
+        """
+        while self._pending:
+            await self._settle_oldest()
+
+    def abandon(self) -> None:
+        """Stop waiting for outstanding batches (interrupt or abort); their events are not counted."""
+        for _, task in self._pending:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not report it as lost
+            task.cancel()
+        self._pending.clear()
+
+    async def _settle_oldest(self) -> None:
+        batch, task = self._pending[0]
+        try:
+            await task
+        except PublishFailed as exc:
+            await self._retry(batch, exc)
+        self._pending.popleft()
+        self._on_confirmed(batch)
+
+    async def _retry(self, batch: Batch, failure: PublishFailed) -> None:
+        self._on_retry(str(failure))
+        deadline = time.monotonic() + self._retry_s
+        delay = _FIRST_DELAY_S
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ImportAborted(f"RabbitMQ did not take the events for {self._retry_s:g} s ({failure})")
+            await self._sleep(min(delay, remaining))
+            delay = min(delay * 2, _MAX_DELAY_S)
+            try:
+                await self._publish(batch)
+            except PublishFailed as exc:
+                failure = exc
+            else:
+                return
+
+    async def _publish(self, batch: Batch) -> None:
+        await self._publisher.publish(batch.body, routing_key=BATCH_ROUTING_KEY, content_type=NDJSON)

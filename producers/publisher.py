@@ -1,0 +1,248 @@
+"""A confirmed publisher: every `publish` returns only once RabbitMQ has confirmed that message.
+
+Many publishes may be in flight on the one channel at once (aiormq pipelines them and matches the
+confirms by delivery tag), so a caller that needs throughput starts several and awaits them together.
+Messages are published `mandatory`: a message no queue would take comes back as a failure instead of
+being confirmed and dropped. The full topology is declared on every (re)connect for the same reason.
+
+When the broker goes away the next publish reconnects; while it stays away, publishes fail fast (one
+connection attempt at a time, at most one every `reconnect_interval_s`) so that the gateway can answer
+503 at once instead of queueing requests behind a dead socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+
+from producers import metrics
+from pulseseal.settings import redact_url
+from pulseseal.topology import TopologyMismatch, declare_topology
+
+log = logging.getLogger("pulseseal.publisher")
+
+# Everything a lost or refused connection raises; none of them carries message data.
+_CONNECTION_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError)
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm a message; it may or may not have been stored."""
+
+
+class BrokerUnavailable(PublishFailed):
+    """RabbitMQ cannot be reached, or did not confirm in time. Retrying later may succeed."""
+
+
+class PublishRefused(PublishFailed):
+    """RabbitMQ refused the message: it nacked it, or no queue would take it (returned)."""
+
+
+class Publisher:
+    """Publishes to `pulseseal.events` with publisher confirms and `mandatory=True`.
+
+    Args:
+        url: The AMQP URL (its password is never logged).
+        delivery_limit: `x-delivery-limit` used when declaring the topology.
+        confirm_timeout_s: Default deadline of one `publish`, reconnecting included.
+        connect_timeout_s: Deadline of one connection attempt.
+        reconnect_interval_s: After a failed attempt, publishes fail at once for this long.
+        app_id: The `app_id` property of every message (which producer sent it).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        delivery_limit: int,
+        confirm_timeout_s: float = 5.0,
+        connect_timeout_s: float = 5.0,
+        reconnect_interval_s: float = 0.5,
+        app_id: str = "pulseseal",
+    ) -> None:
+        self._url = url
+        self._delivery_limit = delivery_limit
+        self._confirm_timeout_s = confirm_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._reconnect_interval_s = reconnect_interval_s
+        self._app_id = app_id
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._connecting: asyncio.Task[AbstractExchange] | None = None
+        self._failed_at: float | None = None
+        self._failure = ""
+        self._closed = False
+
+    async def __aenter__(self) -> Publisher:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether a channel is open right now (a publish may still fail)."""
+        return self._usable() is not None
+
+    async def connect(self) -> None:
+        """Connect and declare the topology now rather than on the first publish.
+
+        Raises:
+            BrokerUnavailable: RabbitMQ cannot be reached, or its topology does not match ours.
+        """
+        async with asyncio.timeout(self._connect_timeout_s + 1):
+            await self._ensure(retry_now=True)
+
+    async def publish(
+        self,
+        body: bytes,
+        *,
+        routing_key: str,
+        content_type: str,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Publish one persistent message and wait for the broker's confirm.
+
+        Args:
+            body: The message body.
+            routing_key: Its routing key on `pulseseal.events`.
+            content_type: `application/json` or `application/x-ndjson`.
+            headers: Extra AMQP headers.
+            message_id: The message id (a fresh UUID when not given; confirms are matched by it).
+            timeout_s: Deadline for connecting, sending and the confirm (default: `confirm_timeout_s`).
+
+        Raises:
+            BrokerUnavailable: not connected and cannot connect, the connection was lost, or no confirm
+                came before the deadline. The message may still have been stored.
+            PublishRefused: the broker nacked the message or returned it as unroutable.
+        """
+        message = aio_pika.Message(
+            body,
+            content_type=content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id or uuid.uuid4().hex,
+            headers=dict(headers) if headers else None,
+            app_id=self._app_id,
+        )
+        started = time.perf_counter()
+        exchange: AbstractExchange | None = None
+        try:
+            async with asyncio.timeout(timeout_s if timeout_s is not None else self._confirm_timeout_s):
+                exchange = await self._ensure()
+                await exchange.publish(message, routing_key, mandatory=True)
+        except TimeoutError:
+            metrics.PUBLISH_FAILURES.labels(reason="timeout").inc()
+            raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
+        except PublishError:
+            # Nothing was bound to take it: the topology is wrong, and confirming would lose the message.
+            metrics.PUBLISH_FAILURES.labels(reason="returned").inc()
+            raise PublishRefused("RabbitMQ returned the message as unroutable") from None
+        except DeliveryError:
+            metrics.PUBLISH_FAILURES.labels(reason="nacked").inc()
+            raise PublishRefused("RabbitMQ refused (nacked) the message") from None
+        except _CONNECTION_ERRORS as exc:
+            metrics.PUBLISH_FAILURES.labels(reason="unavailable").inc()
+            # Only if it is still the current connection: another task may already have reconnected.
+            if exchange is not None and exchange is self._exchange:
+                await self._drop(f"connection lost ({type(exc).__name__})")
+            raise BrokerUnavailable("the connection to RabbitMQ was lost") from None
+        except BrokerUnavailable:
+            metrics.PUBLISH_FAILURES.labels(reason="unavailable").inc()
+            raise
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+    async def close(self) -> None:
+        """Close the connection; later publishes fail with `BrokerUnavailable`."""
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        await self._drop("closed")
+
+    # --- connection management -------------------------------------------------------------------
+
+    def _usable(self) -> AbstractExchange | None:
+        if self._exchange is None or self._channel is None or self._connection is None:
+            return None
+        if self._channel.is_closed or self._connection.is_closed:
+            return None
+        return self._exchange
+
+    async def _ensure(self, *, retry_now: bool = False) -> AbstractExchange:
+        exchange = self._usable()
+        if exchange is not None:
+            return exchange
+        if self._closed:
+            raise BrokerUnavailable("the publisher is closed")
+        if self._connecting is None:
+            recently = self._failed_at is not None and (
+                time.monotonic() - self._failed_at < self._reconnect_interval_s
+            )
+            if recently and not retry_now:
+                raise BrokerUnavailable(self._failure)
+            await self._drop(None)
+            self._connecting = asyncio.create_task(self._connect())
+            # Every waiter may have given up by the time it fails; its outcome is still "retrieved".
+            self._connecting.add_done_callback(lambda task: task.cancelled() or task.exception())
+        # Shielded: a request that gives up (its own deadline) must not abort the attempt that the
+        # next requests are waiting on.
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> AbstractExchange:
+        where = redact_url(self._url)
+        try:
+            connection = await aio_pika.connect(self._url, timeout=self._connect_timeout_s)
+        except (*_CONNECTION_ERRORS, TimeoutError) as exc:
+            self._fail(f"cannot reach RabbitMQ at {where} ({type(exc).__name__})")
+            raise BrokerUnavailable(self._failure) from None
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            exchange = await declare_topology(channel, delivery_limit=self._delivery_limit)
+        except TopologyMismatch as exc:
+            await connection.close()
+            self._fail(str(exc))
+            raise BrokerUnavailable(self._failure) from None
+        except (*_CONNECTION_ERRORS, TimeoutError) as exc:
+            await connection.close()
+            self._fail(f"RabbitMQ at {where} closed the connection during setup ({type(exc).__name__})")
+            raise BrokerUnavailable(self._failure) from None
+        finally:
+            self._connecting = None
+        self._connection, self._channel, self._exchange = connection, channel, exchange
+        self._failed_at = None
+        metrics.BROKER_CONNECTED.set(1)
+        log.info("publisher connected", extra={"broker": where})
+        return exchange
+
+    def _fail(self, reason: str) -> None:
+        self._connecting = None
+        if self._failed_at is None:
+            # Logged once per outage, not once per refused request.
+            log.warning("publisher cannot connect", extra={"reason": reason})
+        self._failed_at = time.monotonic()
+        self._failure = reason
+
+    async def _drop(self, reason: str | None) -> None:
+        connection, self._connection, self._channel, self._exchange = self._connection, None, None, None
+        metrics.BROKER_CONNECTED.set(0)
+        if connection is None:
+            return
+        if reason is not None and reason != "closed":
+            log.warning("publisher lost the broker", extra={"reason": reason})
+            self._failed_at, self._failure = None, f"RabbitMQ connection lost ({reason})"
+        with contextlib.suppress(*_CONNECTION_ERRORS):  # already gone is what we wanted
+            await connection.close()
