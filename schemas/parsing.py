@@ -153,7 +153,10 @@ _FIXED = {
     "timezone_aware": "must be an RFC 3339 time with an offset",
 }
 
-_PATTERN_MESSAGES = {"user_id": "must be 1 to 128 characters of A-Za-z0-9._:@-"}
+_PATTERN_MESSAGES = {
+    "user_id": "must be 1 to 128 characters of A-Za-z0-9._:@-",
+    "event_id": "must be a UUID in 8-4-4-4-12 hex form",
+}
 
 # Unknown field names are only repeated when they look like a field name could.
 _SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
