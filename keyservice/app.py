@@ -24,6 +24,7 @@ from keyservice.models import (
     MAX_BODY_BYTES,
     DecryptRequest,
     EncryptRequest,
+    ReplayReport,
     parse_body,
     parse_rfc3339,
     parse_user_id,
@@ -135,6 +136,11 @@ def create_app(service: KeyService) -> Starlette:
     async def decrypt(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
         return await service.decrypt(caller, parse_body(DecryptRequest, call.body), call.request_id)
 
+    async def replay(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+        report = parse_body(ReplayReport, call.body)
+        call.user_ids = [report.user_id]
+        return await service.record_replay(caller, report, call.request_id)
+
     def _path_user(call: _Call) -> str:
         user_id = parse_user_id(call.request.path_params["user_id"])
         call.user_ids = [user_id]
@@ -184,6 +190,7 @@ def create_app(service: KeyService) -> Starlette:
             "/v1/users/{user_id}/reinstate", endpoint("reinstate", "keys:admin", reinstate), methods=["POST"]
         ),
         Route("/v1/audit", endpoint("audit", "keys:admin", audit), methods=["GET"]),
+        Route("/v1/audit/replays", endpoint("replay", "keys:decrypt", replay), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]

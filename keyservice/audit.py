@@ -27,7 +27,11 @@ def rfc3339(moment: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """One grant or refusal. `outcome` is `granted` or `refused`; `reason` says why a refusal happened."""
+    """One grant or refusal. `outcome` is `granted` or `refused`; `reason` says why a refusal happened.
+
+    A replay's own record (action `replay`, outcome `reported`) also carries `counts`: how many records the
+    replay opened, failed to open and could not read (keys destroyed).
+    """
 
     time: str
     caller: str | None
@@ -38,11 +42,12 @@ class AuditRecord:
     request_id: str
     purpose: str | None = None
     reason: str | None = None
+    counts: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The record as `GET /v1/audit` returns it."""
+        """The record as `GET /v1/audit` returns it (`counts` only on records that have them)."""
         # Not dataclasses.asdict: it deep-copies the lists, ~12 ms for a 1000-user record.
-        return {
+        record: dict[str, Any] = {
             "time": self.time,
             "caller": self.caller,
             "action": self.action,
@@ -53,6 +58,9 @@ class AuditRecord:
             "purpose": self.purpose,
             "reason": self.reason,
         }
+        if self.counts is not None:
+            record["counts"] = self.counts
+        return record
 
 
 class AuditLog:

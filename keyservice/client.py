@@ -18,7 +18,7 @@ import json
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -67,10 +67,13 @@ class EncryptKeys:
 
 @dataclass(frozen=True, slots=True)
 class DecryptKeys:
-    """Keys per `(user_id, version)`, and the missing ones with the reason (`shredded` or `unknown`)."""
+    """Keys per `(user_id, version)`, the missing ones with the reason (`shredded` or `unknown`), and when
+    each shredded version fetched by this call was destroyed (RFC 3339; absent when the service has no date,
+    or when the answer came from another caller's request in flight for the same version)."""
 
     keys: dict[tuple[str, int], DataKey]
     missing: dict[tuple[str, int], str]
+    destroyed_at: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
 class KeyServiceClient:
@@ -199,13 +202,17 @@ class KeyServiceClient:
             CallerNotAllowed, TokenRejected, RequestInvalid: the key service refused the request.
         """
 
+        dates: dict[tuple[str, int], str] = {}
+
         async def fetch(batch: list[tuple[str, int]]) -> dict[tuple[str, int], Outcome]:
-            return await self._fetch_versions(batch, purpose)
+            return await self._fetch_versions(batch, purpose, dates)
 
         outcomes = await self._versions.get_many(refs, fetch)
+        missing = {r: o for r, o in outcomes.items() if isinstance(o, str)}
         return DecryptKeys(
             {r: o for r, o in outcomes.items() if isinstance(o, DataKey)},
-            {r: o for r, o in outcomes.items() if isinstance(o, str)},
+            missing,
+            {r: d for r, d in dates.items() if missing.get(r) == "shredded"},
         )
 
     async def key_version(self, user_id: str, version: int, *, purpose: str) -> DataKey:
@@ -238,7 +245,7 @@ class KeyServiceClient:
         return outcomes
 
     async def _fetch_versions(
-        self, refs: list[tuple[str, int]], purpose: str
+        self, refs: list[tuple[str, int]], purpose: str, dates: dict[tuple[str, int], str]
     ) -> dict[tuple[str, int], Outcome]:
         chunks = [refs[i : i + MAX_KEYS] for i in range(0, len(refs), MAX_KEYS)]
         answers = await asyncio.gather(
@@ -257,8 +264,33 @@ class KeyServiceClient:
             for item in answer.get("keys", []):
                 outcomes[(item["user_id"], item["version"])] = _data_key(item)
             for item in answer.get("missing", []):
-                outcomes[(item["user_id"], item["version"])] = str(item["reason"])
+                ref = (item["user_id"], item["version"])
+                outcomes[ref] = str(item["reason"])
+                if isinstance(item.get("destroyed_at"), str):
+                    dates[ref] = item["destroyed_at"]
         return outcomes
+
+    async def report_replay(
+        self, user_id: str, *, purpose: str, opened: int, failed: int, unreadable: int
+    ) -> AuditRecord:
+        """Write a finished replay of `user_id` to the audit log (`POST /v1/audit/replays`).
+
+        Retried like a key request: in the rare case of an answer lost after the record was written, the
+        audit log holds the replay twice rather than not at all.
+
+        Raises:
+            KeyServiceUnavailable: not reachable after the retries, or its audit log is unavailable.
+            CallerNotAllowed, TokenRejected, RequestInvalid: the key service refused the report.
+        """
+        payload = {
+            "user_id": user_id,
+            "purpose": purpose,
+            "opened": opened,
+            "failed": failed,
+            "unreadable": unreadable,
+        }
+        answer = await self._request("POST", "/v1/audit/replays", "keys:decrypt", payload)
+        return AuditRecord(**answer)
 
     # --- administration ---
 

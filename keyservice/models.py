@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from keyservice.errors import RequestInvalid, RequestTooLarge
 
 MAX_KEYS = 1000
+MAX_COUNT = 2**53 - 1  # record counts: exact in every JSON reader
 MAX_BODY_BYTES = 256 * 1024
 USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
 _USER_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
@@ -44,6 +45,16 @@ class DecryptRequest(_Body):
 
     keys: list[KeyRef] = Field(min_length=1)
     purpose: str = Field(min_length=1, max_length=500)
+
+
+class ReplayReport(_Body):
+    """`POST /v1/audit/replays`: how a finished replay of one user went, for the audit log."""
+
+    user_id: UserId
+    purpose: str = Field(min_length=1, max_length=500)
+    opened: int = Field(ge=0, le=MAX_COUNT)
+    failed: int = Field(ge=0, le=MAX_COUNT)
+    unreadable: int = Field(ge=0, le=MAX_COUNT)
 
 
 _Model = TypeVar("_Model", bound=_Body)

@@ -5,6 +5,7 @@ Layout, per user, one hash `<prefix>u:<user_id>`:
   `cur`      the current version (present only while `v:<cur>` is)
   `floor`    the highest version ever destroyed: no version at or below it is ever issued again
   `shredded` present while the user is shredded (no key is handed out or created)
+  `d:<n>`    when version n was destroyed (RFC 3339, the shred's time); kept for good
 and one hash `<prefix>meta` with the master key's id and check value (`mk_id`, `mk_check`) and, during a
 master-key rewrap, the new key's (`rewrap_to`, `rewrap_check`).
 
@@ -74,8 +75,8 @@ redis.call('HDEL', KEYS[2], 'shredded')
 return {3, want}
 """
 
-# Crypto-shred one user: delete every version, remember the highest, mark shredded.
-# {highest version ever destroyed, {versions destroyed now}}.
+# Crypto-shred one user: delete every version, remember the highest and when each was destroyed (ARGV[1],
+# RFC 3339), mark shredded. {highest version ever destroyed, {versions destroyed now}}.
 SHRED = """
 local h = redis.call('HGETALL', KEYS[1])
 local top = 0
@@ -86,6 +87,7 @@ for i = 1, #h, 2 do
     local n = tonumber(string.sub(f, 3))
     destroyed[#destroyed + 1] = n
     redis.call('HDEL', KEYS[1], f)
+    redis.call('HSET', KEYS[1], 'd:' .. n, ARGV[1])
     if n > top then top = n end
   elseif f == 'cur' or f == 'floor' then
     local n = tonumber(h[i + 1])
@@ -98,7 +100,7 @@ return {top, destroyed}
 """
 
 # Given versions of given users (KEYS may repeat; ARGV[i] is the version for KEYS[i]):
-# {1, wrapped} | {2} destroyed | {0} unknown.
+# {1, wrapped} | {2, destroyed at or nil} destroyed | {0} unknown.
 READ_VERSIONS = """
 local out = {}
 for i = 1, #KEYS do
@@ -107,7 +109,12 @@ for i = 1, #KEYS do
     out[i] = {1, w}
   else
     local f = redis.call('HGET', KEYS[i], 'floor')
-    if f and tonumber(ARGV[i]) <= tonumber(f) then out[i] = {2} else out[i] = {0} end
+    if f and tonumber(ARGV[i]) <= tonumber(f) then
+      -- false (no date: destroyed before dates were kept, or again by a ledger re-apply) becomes nil.
+      out[i] = {2, redis.call('HGET', KEYS[i], 'd:' .. ARGV[i])}
+    else
+      out[i] = {0}
+    end
   end
 end
 return out

@@ -20,7 +20,7 @@ from keyservice.auth import Authenticator, RequestFacts, VerifiedCaller
 from keyservice.errors import KeyServiceError, UserNotShredded
 from keyservice.ledger import LedgerEntry, ShredLedger
 from keyservice.metrics import KeyServiceMetrics
-from keyservice.models import DecryptRequest, EncryptRequest
+from keyservice.models import DecryptRequest, EncryptRequest, ReplayReport
 from keyservice.receipts import sign_receipt
 from keyservice.store import KeyStore
 
@@ -124,6 +124,9 @@ class KeyService:
     ) -> dict[str, Any]:
         """Given versions of given users, and the missing ones with why; never creates a key.
 
+        A `shredded` entry also says when the version was destroyed (`destroyed_at`, RFC 3339, or null when
+        the store has no date for it), so a replay can report when a user's records became unreadable.
+
         Raises:
             KeyServiceUnavailable: the store or audit log is unavailable.
             KeyUnwrapError: a stored key fails its integrity check.
@@ -167,8 +170,29 @@ class KeyService:
                 {"user_id": k.user_id, "version": k.version, "key": k.b64(), "expires_in": ttl}
                 for k in lookup.found
             ],
-            "missing": [{"user_id": u, "version": v, "reason": r} for u, v, r in lookup.missing],
+            "missing": [_missing(u, v, r, lookup.destroyed_at) for u, v, r in lookup.missing],
         }
+
+    async def record_replay(
+        self, caller: VerifiedCaller, report: ReplayReport, request_id: str
+    ) -> dict[str, Any]:
+        """Write a finished replay to the audit log: whose records, why, and how many opened, failed to open
+        or were unreadable. The keys it used were audited as they were granted; this closes the story.
+
+        Raises:
+            KeyServiceUnavailable: the audit log is unavailable.
+        """
+        record = self._record(
+            caller.caller_id,
+            "replay",
+            [report.user_id],
+            outcome="reported",
+            request_id=request_id,
+            purpose=report.purpose,
+            counts={"opened": report.opened, "failed": report.failed, "unreadable": report.unreadable},
+        )
+        await self.audit.append_many([record])
+        return record.to_json()
 
     async def rotate(self, caller: VerifiedCaller, user_id: str, request_id: str) -> dict[str, Any]:
         """Add a version for the user and make it current.
@@ -200,8 +224,9 @@ class KeyService:
             LedgerError: the shred happened in the store but the ledger could not record it (repeat it).
             KeyServiceUnavailable: the store or audit log is unavailable.
         """
-        shredded = await self.store.shred(user_id)
+        # One time for the store (decrypt answers), the ledger and the receipt, so all three agree.
         at = rfc3339(self._now())
+        shredded = await self.store.shred(user_id, at=at)
         await self.ledger.append(
             LedgerEntry(
                 "shred",
@@ -315,3 +340,10 @@ class KeyService:
     async def close(self) -> None:
         """Close the Redis connections."""
         await self.redis.aclose()
+
+
+def _missing(user_id: str, version: int, reason: str, dates: dict[tuple[str, int], str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"user_id": user_id, "version": version, "reason": reason}
+    if reason == "shredded":
+        entry["destroyed_at"] = dates.get((user_id, version))
+    return entry

@@ -10,13 +10,15 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from keyservice import scripts
+from keyservice.audit import rfc3339
 from keyservice.errors import (
     KeyServiceUnavailable,
     KeyShredded,
@@ -54,10 +56,12 @@ class PlainKey:
 
 @dataclass(frozen=True, slots=True)
 class VersionLookup:
-    """Keys found for a decrypt, and the ones missing with why (`shredded` or `unknown`)."""
+    """Keys found for a decrypt, the ones missing with why (`shredded` or `unknown`), and when each
+    shredded one was destroyed (RFC 3339; absent when the store has no date for it)."""
 
     found: list[PlainKey]
     missing: list[tuple[str, int, str]]
+    destroyed_at: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +226,17 @@ class KeyStore:
         )
         found: list[PlainKey] = []
         missing: list[tuple[str, int, str]] = []
+        destroyed_at: dict[tuple[str, int], str] = {}
         for (user_id, version), reply in zip(refs, replies, strict=True):
             if reply[0] == 1:
                 found.append(self._open(user_id, version, reply[1]))
+            elif reply[0] == 2:
+                missing.append((user_id, version, "shredded"))
+                if len(reply) > 1 and isinstance(reply[1], bytes):
+                    destroyed_at[(user_id, version)] = reply[1].decode()
             else:
-                missing.append((user_id, version, "shredded" if reply[0] == 2 else "unknown"))
-        return VersionLookup(found, missing)
+                missing.append((user_id, version, "unknown"))
+        return VersionLookup(found, missing, destroyed_at)
 
     async def state(self, user_id: str) -> tuple[int, int, bool]:
         """`(current version or 0, floor, shredded)` of one user.
@@ -279,13 +288,18 @@ class KeyStore:
             version = int(reply[1])
         raise KeyServiceUnavailable("key version kept racing; try again")
 
-    async def shred(self, user_id: str) -> Shredded:
+    async def shred(self, user_id: str, *, at: str | None = None) -> Shredded:
         """Destroy every version of the user and mark them shredded (idempotent).
+
+        Args:
+            user_id: The user.
+            at: When (RFC 3339), kept per destroyed version for decrypt answers; default the clock.
 
         Raises:
             KeyServiceUnavailable: Redis does not answer.
         """
-        top, destroyed = await self._run(self._shred, [self.user_key(user_id)], ())
+        when = at if at is not None else rfc3339(datetime.now(UTC))
+        top, destroyed = await self._run(self._shred, [self.user_key(user_id)], (when,))
         return Shredded(tuple(sorted(int(v) for v in destroyed)), int(top))
 
     async def reapply(self, floors: Mapping[str, UserFloor]) -> tuple[int, int]:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 import httpx
@@ -36,9 +37,9 @@ def run() -> None:
     signal.signal(signal.SIGINT, stop)
     try:
         for name, health in _components(settings):
-            children.append((name, _spawn(name)))
+            children.append((name, spawn(name)))
             if health is not None:
-                _wait_healthy(name, health, children[-1][1])
+                wait_healthy(name, health, children[-1][1])
         print("pulseseal run: key service, encryptor and gateway are up (Ctrl-C stops them)", file=sys.stderr)
         while not stopping:
             for name, child in children:
@@ -46,7 +47,7 @@ def run() -> None:
                     raise CliError(f"{name} exited with code {child.returncode}; stopping the others")
             time.sleep(0.2)
     finally:
-        _stop_all(children)
+        stop_all(children)
     raise SystemExit(ExitCode.OK)
 
 
@@ -58,20 +59,36 @@ def _components(settings: Settings) -> list[tuple[str, str | None]]:
     ]
 
 
-def _spawn(name: str) -> subprocess.Popen[bytes]:
-    # New session: a Ctrl-C in the terminal reaches this process only, which then stops the children in
-    # order instead of all of them dying at once.
-    return subprocess.Popen([sys.executable, "-m", "pulseseal", name], start_new_session=True)
+def spawn(name: str, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `pulseseal <name> <args>` as a child; its output goes to `log` when given.
+
+    The child gets a session of its own: a Ctrl-C in the terminal reaches this process only, which then
+    stops the children in order instead of all of them dying at once.
+    """
+    if log is None:
+        return subprocess.Popen([sys.executable, "-m", "pulseseal", name, *args], start_new_session=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pulseseal", name, *args],
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
-def _wait_healthy(name: str, url: str, child: subprocess.Popen[bytes]) -> None:
+def wait_healthy(name: str, url: str, child: subprocess.Popen[bytes]) -> None:
+    """Wait until `url` answers 200.
+
+    Raises:
+        CliError: the child exited, or did not answer within `READY_TIMEOUT_S`.
+    """
     deadline = time.monotonic() + READY_TIMEOUT_S
-    verify = True
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise CliError(f"{name} exited with code {child.returncode} while starting; see its log above")
+            raise CliError(f"{name} exited with code {child.returncode} while starting; see its log")
         try:
-            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -79,7 +96,8 @@ def _wait_healthy(name: str, url: str, child: subprocess.Popen[bytes]) -> None:
     raise CliError(f"{name} did not answer {url} within {READY_TIMEOUT_S:.0f} s")
 
 
-def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+def stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """SIGTERM each child in reverse start order, waiting for each (SIGKILL after a timeout)."""
     # Producers first, key service last: the encryptor still needs keys while it drains.
     for _, child in reversed(children):
         if child.poll() is None:

@@ -183,7 +183,12 @@ async def test_shred_refuses_the_user_until_reinstated(
     dec = await send(
         http, creds, "auditor", "POST", DECRYPT, {"keys": [{"user_id": "erin", "version": 1}], "purpose": "p"}
     )
-    assert dec.json() == {"keys": [], "missing": [{"user_id": "erin", "version": 1, "reason": "shredded"}]}
+    assert dec.json() == {
+        "keys": [],
+        "missing": [
+            {"user_id": "erin", "version": 1, "reason": "shredded", "destroyed_at": receipt["destroyed_at"]}
+        ],
+    }
     rotate = await send(http, creds, "admin", "POST", "/v1/users/erin/rotate")
     await assert_refused(service, rotate, 409, "shredded")
     [refusal] = await audit_of(service, rotate)
@@ -196,7 +201,9 @@ async def test_shred_refuses_the_user_until_reinstated(
     dec = await send(
         http, creds, "auditor", "POST", DECRYPT, {"keys": [{"user_id": "erin", "version": 2}], "purpose": "p"}
     )
-    assert dec.json()["missing"] == [{"user_id": "erin", "version": 2, "reason": "shredded"}]
+    assert dec.json()["missing"] == [
+        {"user_id": "erin", "version": 2, "reason": "shredded", "destroyed_at": receipt["destroyed_at"]}
+    ]
     again = await send(http, creds, "admin", "POST", "/v1/users/erin/reinstate")
     await assert_refused(service, again, 409, "not_shredded")
 

@@ -115,7 +115,9 @@ async def test_shred_destroys_every_version_and_blocks_creation(store: KeyStore,
     await store.rotate("s")
     shredded = await store.shred("s")
     assert (shredded.versions, shredded.max_destroyed) == ((1, 2), 2)
-    assert await redis.hgetall(store.user_key("s")) == {b"shredded": b"1", b"floor": b"2"}
+    fields = await redis.hgetall(store.user_key("s"))
+    assert fields.keys() == {b"shredded", b"floor", b"d:1", b"d:2"}  # no key left; when each was destroyed
+    assert (fields[b"shredded"], fields[b"floor"]) == (b"1", b"2")
     keys, refused = await store.current_keys(["s", "t"])
     assert ([k.user_id for k in keys], refused) == (["t"], ["s"])
     assert (await store.keys_at([("s", 1)])).missing == [("s", 1, "shredded")]
