@@ -13,7 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 # `color_message` is uvicorn's ANSI-coloured copy of the message.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -25,7 +25,15 @@ TYPE_WEIGHTS = {
     "medication": 2,
 }
 DEVICES = ("Pulse Band 2", "Fitbit Charge 6", "Apple Watch Series 9", "Withings ScanWatch", "Oura Ring 3")
-TRIGGERS = ("bright light", "poor sleep", "stress", "red wine", "skipped meal", "weather change", "screen time")
+TRIGGERS = (
+    "bright light",
+    "poor sleep",
+    "stress",
+    "red wine",
+    "skipped meal",
+    "weather change",
+    "screen time",
+)
 MEDICATIONS = (("Sumatriptan", 50.0), ("Ibuprofen", 400.0), ("Paracetamol", 1000.0), ("Magnesium", None))
 NOTES = (
     "Started behind the left eye, worse with light.",
