@@ -44,15 +44,17 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     """An empty `sealed_events`, an empty seal queue and DLQ, and a confirming channel."""
     client: AsyncMongoClient[dict[str, Any]] = mongo.connect(mongo_url)
-    collection = mongo.sealed_events(client, pipeline_env["PULSESEAL_MONGO_DB"])
-    await collection.delete_many({})
-    connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"])
-    await (await channel.get_queue(SEAL_QUEUE)).purge()
-    await drain_dead_letters(channel, settle_s=0.1)
     try:
-        yield collection, channel
+        collection = mongo.sealed_events(client, pipeline_env["PULSESEAL_MONGO_DB"])
+        await collection.delete_many({})
+        connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"])
+        try:
+            await (await channel.get_queue(SEAL_QUEUE)).purge()
+            await drain_dead_letters(channel, settle_s=0.1)
+            yield collection, channel
+        finally:
+            await _close(connection)
     finally:
-        await _close(connection)
         await client.close()
 
 
@@ -159,19 +161,20 @@ async def test_mongodb_down_for_ten_seconds_delays_but_loses_nothing(
     stack: Stack, encryptors: Callable[[], Component]
 ) -> None:
     collection, channel = stack
-    events = random_events(15_000, USERS, random.Random(24))
     encryptors()
-    publishing = asyncio.create_task(_publish_slowly(channel, events, per_second=3000))
+    stop = asyncio.Event()
+    publishing = asyncio.create_task(_publish_until(stop, channel, USERS, per_second=2000))
     await wait_for(lambda: _count_at_least(collection, 2000), timeout_s=60, what="2000 documents")
     await asyncio.to_thread(services, "down", "mongo")
-    assert not publishing.done(), "the outage must land mid-stream for this test to mean anything"
     try:
         await asyncio.sleep(10)
     finally:
         await asyncio.to_thread(services, "up", "mongo")
-    await publishing
+    await asyncio.sleep(2)  # traffic goes on across the recovery
+    stop.set()
+    published = await publishing
     await wait_for(
-        lambda: _count_is(collection, len(events)), timeout_s=180, what="every event after the outage"
+        lambda: _count_is(collection, len(published)), timeout_s=180, what="every event after the outage"
     )
     assert await drain_dead_letters(channel, settle_s=0.5) == []
 
@@ -185,21 +188,24 @@ async def test_key_service_down_for_ten_seconds_delays_but_loses_nothing(
     tmp_path: Path,
 ) -> None:
     collection, channel = stack
-    events = random_events(12_000, [f"fresh-{i}" for i in range(3000)], random.Random(25))
     encryptors()
-    publishing = asyncio.create_task(_publish_slowly(channel, events, per_second=2000))
+    stop = asyncio.Event()
+    # Fresh users throughout: their keys are not in the encryptor's cache, so it must ask the service.
+    fresh = [f"fresh-{uuid.uuid4().hex[:8]}-{i}" for i in range(5000)]
+    publishing = asyncio.create_task(_publish_until(stop, channel, fresh, per_second=2000))
     await wait_for(lambda: _count_at_least(collection, 1500), timeout_s=60, what="1500 documents")
     keyservice_process.stop()
-    assert not publishing.done(), "the outage must land mid-stream for this test to mean anything"
     await asyncio.sleep(10)
     replacement = start("keyservice", ["keyservice"], pipeline_env, tmp_path)
     # The session fixture stops whatever process it holds; hand it the replacement.
     keyservice_process.process = replacement.process
     keyservice_process.log_path = replacement.log_path
     await asyncio.to_thread(wait_healthy, replacement, pipeline_env["PULSESEAL_KEYSERVICE_URL"] + "/healthz")
-    await publishing
+    await asyncio.sleep(2)
+    stop.set()
+    published = await publishing
     await wait_for(
-        lambda: _count_is(collection, len(events)), timeout_s=180, what="every event after the outage"
+        lambda: _count_is(collection, len(published)), timeout_s=180, what="every event after the outage"
     )
     assert await drain_dead_letters(channel, settle_s=0.5) == []
 
@@ -268,11 +274,18 @@ async def test_sigterm_drains_acks_and_exits_zero_in_bounded_time(
     await wait_for(lambda: _count_is(collection, len(events)), timeout_s=120, what="every event")
 
 
-async def _publish_slowly(channel: AbstractChannel, events: list[dict[str, Any]], *, per_second: int) -> None:
-    batch = 100
-    for start_at in range(0, len(events), batch):
-        await publish_batch(channel, events[start_at : start_at + batch])
-        await asyncio.sleep(batch / per_second)
+async def _publish_until(
+    stop: asyncio.Event, channel: AbstractChannel, users: list[str], *, per_second: int
+) -> list[str]:
+    """Publish batches of 100 fresh events at about `per_second` until `stop`; the ids published."""
+    rng = random.Random(29)
+    published: list[str] = []
+    while not stop.is_set():
+        events = random_events(100, users, rng)
+        await publish_batch(channel, events)
+        published += [e["event_id"] for e in events]
+        await asyncio.sleep(100 / per_second)
+    return published
 
 
 async def _count_is(collection: AsyncCollection[dict[str, Any]], n: int) -> bool:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -75,7 +76,11 @@ def test_status_shows_all_three_ready(amqp_url: str, keystore_redis_url: str, mo
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    for name, port in (("rabbitmq", 5672), ("redis", 6380), ("mongo", 27017)):
+    for name, port in (
+        ("rabbitmq", urlsplit(amqp_url).port or 5672),
+        ("redis", urlsplit(keystore_redis_url).port or 6380),
+        ("mongo", urlsplit(mongo_url).port or 27017),
+    ):
         line = next(line for line in lines if line.startswith(name))
         assert "ready" in line
         assert "not ready" not in line
