@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -145,6 +146,15 @@ DOCUMENT_FIELDS = (
 _AD_LABEL = b"pulseseal/sealed-event\x00"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+# Precompiled once: `seal` builds associated data for every event, and format-string parsing was a
+# measurable share of it (docs/benchmarks.md, scenario 1).
+_AD_HEAD = struct.Struct(">BH")
+_AD_LEN = struct.Struct(">H")
+_AD_TAIL = struct.Struct(">qI")
+_AD_PREFIX_V1 = _AD_LABEL + struct.pack(">B", ENVELOPE_VERSION)
+# What to take off a time's microseconds to floor it to the millisecond, by remainder: subtracting a
+# ready timedelta is a third of the cost of building the floored date from milliseconds.
+_SUB_MILLISECOND = tuple(timedelta(microseconds=n) for n in range(1000))
 
 
 class IntegrityError(Exception):
@@ -165,7 +175,11 @@ def to_millis(moment: datetime) -> int:
     """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _MS
+    # Same value as `(moment - _EPOCH) // _MS`, without the timedelta division. Exact for negative
+    # instants too: a timedelta keeps `seconds` and `microseconds` non-negative, so flooring the
+    # microseconds alone floors the whole.
+    delta = moment - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 def from_millis(millis: int) -> datetime:
@@ -188,11 +202,11 @@ def associated_data(*, v: int, event_id: str, user_id: str, occurred_at_ms: int,
         return b"".join(
             (
                 _AD_LABEL,
-                struct.pack(">BH", v, len(id_bytes)),
+                _AD_HEAD.pack(v, len(id_bytes)),
                 id_bytes,
-                struct.pack(">H", len(user_bytes)),
+                _AD_LEN.pack(len(user_bytes)),
                 user_bytes,
-                struct.pack(">qI", occurred_at_ms, key_version),
+                _AD_TAIL.pack(occurred_at_ms, key_version),
             )
         )
     except struct.error:
@@ -219,34 +233,119 @@ def seal(
         ValueError: the key belongs to another user, or a given nonce is not 12 bytes.
         KeyExpired: the key's TTL has passed.
     """
-    if key.user_id != event.user_id:
-        raise ValueError("the data key belongs to another user")
-    if key.expired():
-        raise KeyExpired("data key used after its TTL; fetch it again")
     if nonce is None:
         nonce = os.urandom(NONCE_BYTES)
     elif len(nonce) != NONCE_BYTES:
         raise ValueError("a nonce must be 12 bytes")
-    occurred_ms = to_millis(event.occurred_at)
-    ad = associated_data(
-        v=ENVELOPE_VERSION,
-        event_id=event.event_id,
-        user_id=event.user_id,
-        occurred_at_ms=occurred_ms,
-        key_version=key.version,
+    return _seal_all((event,), {event.user_id: key}, nonce, _sealed_at(now))[0]
+
+
+def seal_many(
+    events: Sequence[HealthEvent],
+    keys: Mapping[str, DataKey],
+    *,
+    now: datetime | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> list[dict[str, Any]]:
+    """Seal a micro-batch: `seal` for every event, with one `sealed_at` and one draw of randomness.
+
+    The documents are exactly those `seal` makes (same fields, same bytes for the same nonces); the batch
+    only shares what `seal` would compute per event: the `sealed_at` time (the batch is sealed at one
+    instant) and the call for randomness (`12 * len(events)` bytes at once, cut into distinct nonces).
+
+    Args:
+        events: Validated events.
+        keys: The current data key of every user in `events` (more users may be present).
+        now: The `sealed_at` time of the whole batch (default: the clock, read once).
+        random_bytes: The randomness source for nonces (tests inject a deterministic one).
+
+    Raises:
+        ValueError: an event's user has no key in `keys`, a key belongs to another user, or
+            `random_bytes` gave the wrong number of bytes.
+        KeyExpired: a key's TTL has passed (checked for every event, as `seal` does).
+    """
+    nonces = random_bytes(NONCE_BYTES * len(events))
+    if len(nonces) != NONCE_BYTES * len(events):
+        raise ValueError("the randomness source gave the wrong number of bytes")
+    return _seal_all(events, keys, nonces, _sealed_at(now))
+
+
+def _sealed_at(now: datetime | None) -> datetime:
+    # BSON dates hold milliseconds: floor here so the returned document is what MongoDB will hold.
+    return _floored(datetime.now(UTC)) if now is None else _floored_cached(now)
+
+
+def _floored(moment: datetime) -> datetime:
+    return from_millis(to_millis(moment))
+
+
+# The encryptor calls `seal` per event with the batch's one `now`: remembering the last conversion saves
+# a tenth of the per-event cost (docs/benchmarks.md, scenario 1). Keyed by value, so it is always exact.
+_floored_cached = functools.lru_cache(maxsize=4)(_floored)
+
+
+def _seal_all(
+    events: Sequence[HealthEvent], keys: Mapping[str, DataKey], nonces: bytes, sealed_at: datetime
+) -> list[dict[str, Any]]:
+    # The one sealing path, behind `seal` and `seal_many`. `nonces` holds 12 bytes per event. Written
+    # as one loop with `to_millis` and `associated_data` inlined and the globals it uses bound to
+    # locals: per-event Python overhead is most of what seal costs beyond JSON and AES (see
+    # docs/benchmarks.md, scenario 1). The layout is `associated_data`'s, checked against it by the
+    # frozen vectors.
+    epoch, sub_millisecond, prefix, u16, tail = (
+        _EPOCH,
+        _SUB_MILLISECOND,
+        _AD_PREFIX_V1,
+        _AD_LEN.pack,
+        _AD_TAIL.pack,
     )
-    ciphertext = key._aead().encrypt(nonce, canonical_json(event), ad)
-    return {
-        "_id": event.event_id,
-        "user_id": event.user_id,
-        "occurred_at": from_millis(occurred_ms),
-        "key_version": key.version,
-        "alg": ALG,
-        "v": ENVELOPE_VERSION,
-        "nonce": nonce,
-        "ciphertext": ciphertext,
-        "sealed_at": from_millis(to_millis(now or datetime.now(UTC))),
-    }
+    serialise, key_of, alg, v, size = canonical_json, keys.get, ALG, ENVELOPE_VERSION, NONCE_BYTES
+    documents = []
+    for offset, event in zip(range(0, len(nonces), size), events, strict=True):
+        user_id = event.user_id
+        key = key_of(user_id)
+        if key is None:
+            raise ValueError("no data key for an event's user")
+        if key._user_id != user_id:
+            raise ValueError("the data key belongs to another user")
+        if key.expired():
+            raise KeyExpired("data key used after its TTL; fetch it again")
+        event_id = event.event_id
+        version = key._version
+        # A validated event's time always has an offset (schemas/events.py), so no naive case here.
+        delta = event.occurred_at - epoch
+        micros = delta.microseconds
+        occurred_ms = delta.days * 86_400_000 + delta.seconds * 1000 + micros // 1000
+        id_bytes = event_id.encode()
+        user_bytes = user_id.encode()
+        try:
+            ad = b"".join(
+                (
+                    prefix,
+                    u16(len(id_bytes)),
+                    id_bytes,
+                    u16(len(user_bytes)),
+                    user_bytes,
+                    tail(occurred_ms, version),
+                )
+            )
+        except struct.error:
+            raise ValueError("a field does not fit its slot in the associated data") from None
+        nonce = nonces[offset : offset + size]
+        documents.append(
+            {
+                "_id": event_id,
+                "user_id": user_id,
+                "occurred_at": epoch + (delta - sub_millisecond[micros % 1000]),
+                "key_version": version,
+                "alg": alg,
+                "v": v,
+                "nonce": nonce,
+                "ciphertext": key._aesgcm.encrypt(nonce, serialise(event), ad),
+                "sealed_at": sealed_at,
+            }
+        )
+    return documents
 
 
 def open_sealed(document: Mapping[str, Any], key: DataKey) -> HealthEvent:

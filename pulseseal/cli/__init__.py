@@ -36,7 +36,9 @@ def _register() -> None:
     )
     app.add_typer(keys.app, name="keys")
 
-    from pulseseal.cli import encryptor, run
+    from pulseseal.cli import demo, encryptor, run
+
+    app.command("demo", help="The main job on local defaults, end to end, with everything shown.")(demo.run)
 
     app.command("encryptor", help="Run an encryptor (queue → keys → seal → MongoDB).")(encryptor.run)
     app.command("run", help="Run the key service, an encryptor and the gateway together (development).")(
@@ -48,6 +50,14 @@ def _register() -> None:
     app.command("gateway", help="Run the HTTP gateway (POST /v1/events, /healthz, /metrics).")(gateway.run)
     app.command("import", help=importer.HELP)(importer.import_command)
     app.add_typer(dead.app, name="dead")
+
+    from pulseseal.cli import bench
+
+    app.command("bench", help=bench.HELP)(bench.bench)
+
+    from pulseseal.cli import replay
+
+    app.command("replay", help=replay.HELP)(replay.replay_command)
 
 
 def main() -> None:

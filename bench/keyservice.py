@@ -1,0 +1,269 @@
+"""Scenario 2 — the key service: latency and throughput of encrypt requests for 1 and 1000 users.
+
+`keyservice_process` starts a real `pulseseal keyservice` on a free loopback port with throwaway
+credentials, its own key-store prefix (`pulseseal:bench:<random>:` on the key-store Redis at
+`PULSESEAL_KEYSTORE_REDIS_URL`) and its own shred ledger in a temporary directory; everything is removed
+afterwards. Later scenarios share the same process through `BenchContext.shared`.
+
+Requests go one at a time through the client library with the cache bypassed (`use_cache=False`), so
+every sample is one full signed round trip: token minting, JWT verification, jti check, the store read,
+unwrapping, the audit append, JSON and `DataKey` handles. Requests/s is requests over the wall time of
+the sequential loop (one caller; the service is not saturated by it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from redis.asyncio import Redis
+
+from bench.harness import BenchContext
+from bench.results import Figure, ScenarioResult
+from bench.timing import Latency, latency
+from keyservice.client import KeyServiceClient
+
+
+@dataclass(frozen=True, slots=True)
+class RunningKeyService:
+    """A key service started for the benchmark and the caller key that may ask it for keys."""
+
+    url: str
+    encryptor_key: Ed25519PrivateKey
+    prefix: str
+    credentials_dir: Path
+    """Holds `encryptor.pem`: an encryptor process of a later scenario can use it as its caller key."""
+
+
+def _pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _public_pem(key: Ed25519PrivateKey) -> str:
+    public = key.public_key()
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def write_credentials(directory: Path) -> Ed25519PrivateKey:
+    """Throwaway key service credentials in `directory`; returns the `encryptor` caller's private key."""
+    directory.mkdir(parents=True, mode=0o700)
+    encryptor = Ed25519PrivateKey.generate()
+    files = {
+        "master.key": base64.b64encode(os.urandom(32)),
+        "keyservice.pem": _pem(Ed25519PrivateKey.generate()),
+        "encryptor.pem": _pem(encryptor),
+        "callers.json": json.dumps(
+            {
+                "callers": {
+                    "encryptor": {
+                        "public_key": _public_pem(encryptor),
+                        "scopes": ["keys:encrypt"],
+                        "networks": ["127.0.0.0/8"],
+                    }
+                }
+            }
+        ).encode(),
+    }
+    for name, content in files.items():
+        path = directory / name
+        path.write_bytes(content)
+        path.chmod(0o600)
+    return encryptor
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def keyservice_process(
+    redis_url: str, *, start_timeout_s: float = 30.0
+) -> AsyncIterator[RunningKeyService]:
+    """Run `pulseseal keyservice` on a free port for the duration of the block, then clean up.
+
+    Raises:
+        RuntimeError: it did not become healthy in time (the message has the last line it logged).
+    """
+    prefix = f"pulseseal:bench:{secrets.token_hex(4)}:"
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="pulseseal-bench-") as home:
+        credentials = Path(home) / "credentials"
+        encryptor = write_credentials(credentials)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSESEAL_")}
+        env |= {
+            "PULSESEAL_HOME": home,
+            "PULSESEAL_KEYSTORE_REDIS_URL": redis_url,
+            "PULSESEAL_KEYSTORE_PREFIX": prefix,
+            "PULSESEAL_SHRED_LEDGER_FILE": str(Path(home) / "shred-ledger.ndjson"),
+            "PULSESEAL_KEYSERVICE_HOST": "127.0.0.1",
+            "PULSESEAL_KEYSERVICE_PORT": str(port),
+        }
+        log_path = Path(home) / "keyservice.log"
+        with log_path.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "pulseseal",
+                "keyservice",
+                "--log-level",
+                "warning",
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await _wait_healthy(url, process, log_path, start_timeout_s)
+            yield RunningKeyService(url, encryptor, prefix, credentials)
+        finally:
+            if process.returncode is None:
+                process.terminate()
+                try:
+                    await asyncio.wait_for(process.wait(), 10)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+            await _delete_prefix(redis_url, prefix)
+
+
+async def _wait_healthy(
+    url: str, process: asyncio.subprocess.Process, log_path: Path, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2.0) as http:
+        while True:
+            try:
+                if (await http.get(url + "/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if process.returncode is not None or time.monotonic() > deadline:
+                text = await asyncio.to_thread(log_path.read_text, errors="replace")
+                lines = text.strip().splitlines()
+                raise RuntimeError(
+                    f"the benchmark's key service did not start: {lines[-1] if lines else 'no output'}"
+                )
+            await asyncio.sleep(0.1)
+
+
+async def _delete_prefix(redis_url: str, prefix: str) -> None:
+    redis = Redis.from_url(redis_url)
+    try:
+        batch: list[bytes] = []
+        async for name in redis.scan_iter(match=prefix + "*", count=1000):
+            batch.append(name)
+            if len(batch) >= 500:
+                await redis.delete(*batch)
+                batch = []
+        if batch:
+            await redis.delete(*batch)
+    finally:
+        await redis.aclose()
+
+
+def shared_keyservice(ctx: BenchContext) -> AbstractAsyncContextManager[RunningKeyService]:
+    """The opener for `ctx.shared("keyservice", ...)`."""
+    return keyservice_process(ctx.settings.keystore_redis_url)
+
+
+async def sequential(
+    client: KeyServiceClient, users: list[str], requests: int, warmup: int
+) -> tuple[Latency, float]:
+    """Latency of `requests` sequential uncached encrypt requests for `users`, and requests per second.
+
+    Raises:
+        RuntimeError: the key service refused a user.
+    """
+    for _ in range(warmup):
+        await client.encrypt_keys(users, use_cache=False)
+    samples = []
+    started = time.perf_counter()
+    for _ in range(requests):
+        begin = time.perf_counter()
+        grant = await client.encrypt_keys(users, use_cache=False)
+        samples.append(time.perf_counter() - begin)
+        if len(grant.keys) != len(users):
+            raise RuntimeError("the key service refused some users")
+    return latency(samples), requests / (time.perf_counter() - started)
+
+
+async def first_use(client: KeyServiceClient, rounds: int, tag: str) -> Latency:
+    """Latency of encrypt requests for 1000 users the key service has never seen (keys created)."""
+    samples = []
+    for round_ in range(rounds):
+        fresh = [f"bench-new-{tag}-{round_}-{n}" for n in range(1000)]
+        begin = time.perf_counter()
+        await client.encrypt_keys(fresh, use_cache=False)
+        samples.append(time.perf_counter() - begin)
+    return latency(samples)
+
+
+async def run(ctx: BenchContext, result: ScenarioResult) -> None:
+    """Measure 1-key and 1000-key encrypt requests against the benchmark's key service."""
+    service = await ctx.shared("keyservice", shared_keyservice)
+    one_n = ctx.pick(quick=300, full=3000)
+    thousand_n = ctx.pick(quick=150, full=2000)
+    first_rounds = ctx.pick(quick=2, full=5)
+    result.notes.append(
+        f"sequential requests through the client library, cache bypassed: {one_n} for 1 key, "
+        f"{thousand_n} for 1000 keys (after warm-up), {first_rounds} first-use requests of 1000 new users"
+    )
+    async with KeyServiceClient(service.url, "encryptor", service.encryptor_key, retries=0) as client:
+        ctx.say(f"  keyservice: {one_n} requests for 1 key")
+        one, one_rps = await sequential(client, ["bench-one"], one_n, warmup=ctx.pick(quick=20, full=100))
+        _add_latency(result, "one_key", "1-key request", one, one_rps, 1)
+        ctx.say(f"  keyservice: {thousand_n} requests for 1000 keys")
+        users = [f"bench-{n}" for n in range(1000)]
+        thousand, thousand_rps = await sequential(
+            client, users, thousand_n, warmup=ctx.pick(quick=5, full=20)
+        )
+        _add_latency(result, "thousand_keys", "1000-key request", thousand, thousand_rps, 1000)
+        created = await first_use(client, first_rounds, secrets.token_hex(3))
+        result.add(
+            Figure(
+                "thousand_new_keys_p50_ms",
+                "1000-key request, all keys new (created), p50",
+                round(created.p50_ms, 2),
+                "ms",
+                f"n={created.n}, max {created.max_ms:.1f} ms",
+            )
+        )
+    result.notes.append(
+        "key-cache hit ratio of the encryptor: measured during scenario 3 (not yet implemented)"
+    )
+
+
+def _add_latency(result: ScenarioResult, name: str, label: str, lat: Latency, rps: float, keys: int) -> None:
+    detail = {"n": lat.n, "p90_ms": round(lat.p90_ms, 3)}
+    result.add(Figure(f"{name}_p50_ms", f"{label}, p50", round(lat.p50_ms, 2), "ms", detail=detail))
+    result.add(
+        Figure(f"{name}_p99_ms", f"{label}, p99", round(lat.p99_ms, 2), "ms", f"max {lat.max_ms:.1f} ms")
+    )
+    result.add(
+        Figure(
+            f"{name}_requests_per_s", f"{label}, requests/s", round(rps, 1), "req/s", "one caller, sequential"
+        )
+    )
+    if keys > 1:
+        result.add(Figure(f"{name}_keys_per_s", f"{label}, keys/s", round(rps * keys), "keys/s"))

@@ -1,0 +1,86 @@
+"""`pulseseal bench` as a real subprocess: `--quick --json` against the local servers, and usage errors.
+
+No assertion here is on how fast anything is: the figures are checked for shape (numbers, targets
+judged), never against thresholds — timing on a shared CI machine proves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+IMPLEMENTED = {"seal", "keyservice"}
+ALL = ["seal", "keyservice", "e2e", "scaleout", "producers"]
+
+
+def pulseseal(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pulseseal ARGS` with the test environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "pulseseal", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+        check=False,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_quick_run_measures_every_implemented_scenario_and_judges_every_target(
+    tmp_path: Path, mongo_url: str, keystore_redis_url: str
+) -> None:
+    out = tmp_path / "bench.json"
+    result = pulseseal("bench", "--quick", "--json", str(out), timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    assert data["version"] == 1
+    assert data["quick"] is True
+    assert data["complete"] is True
+    assert data["machine"]["cpus"] >= 1
+    assert len(data["load_average"]["start"]) == 3
+    assert [s["id"] for s in data["scenarios"]] == ALL
+    for scenario in data["scenarios"]:
+        if scenario["id"] in IMPLEMENTED:
+            assert scenario["status"] == "ok", scenario
+            assert scenario["figures"], scenario["id"]
+            for figure in scenario["figures"]:
+                value = figure["value"]
+                assert isinstance(value, int | float), figure
+                assert math.isfinite(value), figure
+                assert value > 0, figure
+        else:
+            assert scenario["status"] == "not implemented"
+    names = {(s["id"], f["name"]) for s in data["scenarios"] for f in s["figures"]}
+    for expected in ("seal_many_300", "raw_300", "tink_300", "csfle_300", "esdk_300", "ratio_csfle_4k"):
+        assert ("seal", expected) in names
+    assert ("keyservice", "thousand_keys_p99_ms") in names
+    verdicts = {t["figure"]: t["verdict"] for t in data["targets"]}
+    assert len(verdicts) == 9
+    for figure in ("ratio_raw_300", "ratio_csfle_300", "thousand_keys_p99_ms"):
+        assert verdicts[figure] in ("met", "not met")
+    assert verdicts["ratio_naive"] == "not measured"
+    # The tables went to stdout; progress to stderr.
+    assert "Targets (issue 7)" in result.stdout
+    assert "scenario 1 (seal)" in result.stderr
+
+
+def test_an_unknown_scenario_is_one_line_and_exit_2() -> None:
+    result = pulseseal("bench", "--scenario", "nope")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "pulseseal: unknown scenario 'nope': choose from seal, keyservice, e2e, scaleout, producers"
+    ]
+
+
+def test_a_json_file_in_a_missing_directory_is_refused_before_running(tmp_path: Path) -> None:
+    result = pulseseal("bench", "--scenario", "e2e", "--json", str(tmp_path / "missing" / "out.json"))
+    assert result.returncode == 2
+    assert "no such directory" in result.stderr

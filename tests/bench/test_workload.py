@@ -1,0 +1,44 @@
+"""The benchmark's synthetic events: valid, reproducible, and exactly the size asked for."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from bench.workload import TYPE_WEIGHTS, realistic_events, sized_events
+from schemas import canonical_json, validate_event
+
+USERS = [f"user-{n:03d}" for n in range(50)]
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def test_the_realistic_mix_is_valid_and_reproducible() -> None:
+    first = realistic_events(2000, USERS, random.Random(1), now=NOW)
+    again = realistic_events(2000, USERS, random.Random(1), now=NOW)
+    assert first == again
+    assert all(validate_event(event, now=NOW) for event in first)
+    counts = Counter(event["type"] for event in first)
+    assert set(counts) == set(TYPE_WEIGHTS)
+    assert counts["heart_rate"] > counts["steps"] > counts["migraine_attack"]
+
+
+@pytest.mark.parametrize("size", [300, 4096])
+def test_sized_events_serialise_to_exactly_the_size(size: int) -> None:
+    events = sized_events(300, size, USERS, random.Random(size), now=NOW)
+    assert {len(canonical_json(event)) for event in events} == {size}
+    assert len({event.event_id for event in events}) == 300
+
+
+def test_the_300_byte_events_keep_the_realistic_mix() -> None:
+    events = sized_events(2000, 300, USERS, random.Random(3), now=NOW)
+    assert set(Counter(event.type for event in events)) == set(TYPE_WEIGHTS)
+
+
+def test_a_size_out_of_reach_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot be made exactly"):
+        sized_events(10, 100, USERS, random.Random(4), now=NOW)
+    with pytest.raises(ValueError, match="cannot be made exactly"):
+        sized_events(1, 64 * 1024, USERS, random.Random(4), now=NOW)
