@@ -20,7 +20,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from consumers import metrics
 from consumers.messages import USER_SHREDDED, Rejected
 from consumers.store import StoreUnavailable, insert_sealed
-from pulseseal.envelope import DataKey, seal
+from pulseseal.envelope import DataKey, seal_many
 from schemas import HealthEvent, canonical_json
 
 log = logging.getLogger("pulseseal.encryptor")
@@ -108,23 +108,23 @@ class Sealer:
         granted = await self._retry("key service", lambda: self._keys.encrypt_keys(users))
         now = self._clock()
         results = [MessageResult() for _ in batches]
-        docs: list[dict[str, Any]] = []
+        sealable: list[HealthEvent] = []
         owner: list[int] = []
         for index, batch in enumerate(batches):
             for event in batch:
-                key = granted.keys.get(event.user_id)
-                if key is None:
-                    reason = (
-                        "user's keys were destroyed (crypto-shredded)"
-                        if event.user_id in granted.shredded
-                        else "key service gave no key for this user"
-                    )
-                    results[index].dead.append(
-                        Rejected(canonical_json(event), USER_SHREDDED, reason, event_id=event.event_id)
-                    )
+                if event.user_id in granted.keys:
+                    sealable.append(event)
+                    owner.append(index)
                     continue
-                docs.append(seal(event, key, now=now))
-                owner.append(index)
+                reason = (
+                    "user's keys were destroyed (crypto-shredded)"
+                    if event.user_id in granted.shredded
+                    else "key service gave no key for this user"
+                )
+                results[index].dead.append(
+                    Rejected(canonical_json(event), USER_SHREDDED, reason, event_id=event.event_id)
+                )
+        docs = seal_many(sealable, granted.keys, now=now)
         outcome = await self._retry("MongoDB", lambda: insert_sealed(self._collection, docs))
         for doc, index in zip(docs, owner, strict=True):
             if doc["_id"] in outcome.failed:
