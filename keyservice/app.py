@@ -29,6 +29,7 @@ from keyservice.models import (
     parse_rfc3339,
     parse_user_id,
 )
+from keyservice.openapi import openapi_document
 from keyservice.service import KeyService
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,11 @@ def create_app(service: KeyService) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    document = json.dumps(openapi_document(), separators=(",", ":")).encode()
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
         error = MethodNotAllowed("method not allowed") if status == 405 else NotFound("no such endpoint")
@@ -193,5 +199,6 @@ def create_app(service: KeyService) -> Starlette:
         Route("/v1/audit/replays", endpoint("replay", "keys:decrypt", replay), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})

@@ -20,10 +20,11 @@ from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator
 from keyservice.callers import CallerRegistry
 from keyservice.errors import KeyServiceError, StartupRefused
-from keyservice.ledger import ShredLedger, UserFloor, summarize
+from keyservice.ledger import LedgerEntry, ShredLedger, summarize
 from keyservice.metrics import KeyServiceMetrics
 from keyservice.replay import RedisReplayGuard
 from keyservice.service import KeyService
+from keyservice.shredguard import ShredGuard
 from keyservice.store import KeyStore
 from keyservice.tokens import load_private_key
 from keyservice.wrapping import MasterKey
@@ -93,12 +94,12 @@ async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | 
         raise StartupRefused(f"receipt signing key: {exc.detail}") from None
     ledger = ShredLedger(options.ledger_file, signing_key)
     try:
-        floors = summarize(ledger.load())
+        entries = ledger.load()
     except KeyServiceError as exc:
         raise StartupRefused(exc.detail) from None
     redis = connect_redis(options.redis_url)
     try:
-        return await _open(options, redis, registry, signing_key, ledger, floors, metrics)
+        return await _open(options, redis, registry, signing_key, ledger, entries, metrics)
     except BaseException:
         await redis.aclose()
         raise
@@ -110,7 +111,7 @@ async def _open(
     registry: CallerRegistry,
     signing_key: Ed25519PrivateKey,
     ledger: ShredLedger,
-    floors: dict[str, UserFloor],
+    entries: list[LedgerEntry],
     metrics: KeyServiceMetrics | None,
 ) -> KeyService:
     where = redact_url(options.redis_url)
@@ -130,13 +131,23 @@ async def _open(
                 "--allow-volatile-keystore for throwaway development data"
             )
         await store.check_master()
-        destroyed, reshredded = await store.reapply(floors)
+        destroyed, reshredded = await store.reapply(summarize(entries))
+        fsync = await store.fsync_policy()
     except StartupRefused:
         raise
     except KeyServiceError as exc:
         raise StartupRefused(f"key-store Redis at {where}: {exc.detail}") from None
     if not durable:
         log.warning("key store %s is volatile (no AOF): keys may be lost; development only", where)
+    elif fsync not in ("always", None):
+        # A key is handed out (and data sealed under it) as soon as Redis answered; with `everysec` a power
+        # loss can take the last second or two of new keys with it, and their documents become unreadable.
+        log.warning(
+            "key store %s has appendfsync %s: keys created within ~2 s of a power loss or OS crash can be "
+            "lost; use appendfsync always (docs/reliability.md)",
+            where,
+            fsync,
+        )
     if destroyed or reshredded:
         log.warning(
             "shred ledger re-applied: %d key versions destroyed again, %d users shredded again "
@@ -157,4 +168,5 @@ async def _open(
         metrics=metrics or KeyServiceMetrics(),
         key_ttl_s=options.key_ttl_s,
         require_durable=not options.allow_volatile,
+        guard=ShredGuard(ledger, entries),
     )

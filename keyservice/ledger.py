@@ -81,8 +81,13 @@ class ShredLedger:
         self._key = signing_key
         self._lock = asyncio.Lock()
 
-    def load(self) -> list[LedgerEntry]:
+    def load(self, *, repair: bool = True) -> list[LedgerEntry]:
         """Read and verify every entry, cutting off a torn last line.
+
+        Args:
+            repair: Cut a torn last line off the file (at start-up). Without it, an unfinished last line
+                is only skipped: a running service re-reading the ledger may meet another process's
+                append half-way, which must not be cut.
 
         Raises:
             LedgerError: unreadable, or a line that is not a valid signed entry (named by line number).
@@ -95,10 +100,11 @@ class ShredLedger:
             raise LedgerError(f"cannot read shred ledger {self.path}: {type(exc).__name__}") from None
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
-            log.warning(
-                "shred ledger %s: cutting off a torn last line (%d bytes)", self.path, len(data) - keep
-            )
-            os.truncate(self.path, keep)
+            if repair:
+                log.warning(
+                    "shred ledger %s: cutting off a torn last line (%d bytes)", self.path, len(data) - keep
+                )
+                os.truncate(self.path, keep)
             data = data[:keep]
         return [self._parse(n, line) for n, line in enumerate(data.splitlines(), 1) if line.strip()]
 

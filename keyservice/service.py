@@ -17,12 +17,13 @@ from redis.exceptions import RedisError
 
 from keyservice.audit import AuditLog, AuditRecord, rfc3339
 from keyservice.auth import Authenticator, RequestFacts, VerifiedCaller
-from keyservice.errors import KeyServiceError, UserNotShredded
+from keyservice.errors import KeyServiceError, KeyServiceUnavailable, UserNotShredded
 from keyservice.ledger import LedgerEntry, ShredLedger
 from keyservice.metrics import KeyServiceMetrics
 from keyservice.models import DecryptRequest, EncryptRequest, ReplayReport
 from keyservice.receipts import sign_receipt
-from keyservice.store import KeyStore
+from keyservice.shredguard import ShredGuard
+from keyservice.store import KeyStore, PlainKey, VersionLookup
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class KeyService:
         metrics: KeyServiceMetrics,
         key_ttl_s: int,
         require_durable: bool,
+        guard: ShredGuard | None = None,
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.redis = redis
@@ -57,6 +59,7 @@ class KeyService:
         self.metrics = metrics
         self.key_ttl_s = key_ttl_s
         self.require_durable = require_durable
+        self.guard = guard if guard is not None else ShredGuard(ledger, ledger.load())
         self._now = now
 
     async def authenticate(self, facts: RequestFacts, scope: str) -> VerifiedCaller:
@@ -83,7 +86,7 @@ class KeyService:
             KeyUnwrapError: a stored key fails its integrity check.
         """
         user_ids = list(dict.fromkeys(request.user_ids))
-        keys, shredded = await self.store.current_keys(user_ids)
+        keys, shredded = await self._current_keys(user_ids)
         records = []
         if keys:
             records.append(
@@ -132,7 +135,7 @@ class KeyService:
             KeyUnwrapError: a stored key fails its integrity check.
         """
         refs = list(dict.fromkeys((k.user_id, k.version) for k in request.keys))
-        lookup = await self.store.keys_at(refs)
+        lookup = await self._keys_at(refs)
         records = []
         if lookup.found:
             records.append(
@@ -172,6 +175,45 @@ class KeyService:
             ],
             "missing": [_missing(u, v, r, lookup.destroyed_at) for u, v, r in lookup.missing],
         }
+
+    async def _current_keys(self, user_ids: list[str]) -> tuple[list[PlainKey], list[str]]:
+        # The ledger is asked before and after the store: a user it says is shredded is refused without
+        # touching the store, and a key the store offers that the ledger says was destroyed (a store
+        # restored behind the service's back) makes the service re-apply the ledger and ask again.
+        self.guard.refresh()
+        refused = [u for u in user_ids if self.guard.shredded(u)]
+        asked = [u for u in user_ids if not self.guard.shredded(u)]
+        keys, shredded = await self.store.current_keys(asked)
+        stale = [k.user_id for k in keys if self.guard.forbids(k.user_id, k.version)]
+        if stale:
+            await self._reapply(stale)
+            keys, shredded = await self.store.current_keys(asked)
+            if any(self.guard.forbids(k.user_id, k.version) for k in keys):
+                raise KeyServiceUnavailable("the key store does not agree with the shred ledger")
+        order = {u: i for i, u in enumerate(user_ids)}
+        return keys, sorted({*refused, *shredded}, key=order.__getitem__)
+
+    async def _keys_at(self, refs: list[tuple[str, int]]) -> VersionLookup:
+        self.guard.refresh()
+        lookup = await self.store.keys_at(refs)
+        stale = {k.user_id for k in lookup.found if self.guard.forbids(k.user_id, k.version)}
+        if stale:
+            await self._reapply(sorted(stale))
+            lookup = await self.store.keys_at(refs)
+            if any(self.guard.forbids(k.user_id, k.version) for k in lookup.found):
+                raise KeyServiceUnavailable("the key store does not agree with the shred ledger")
+        return lookup
+
+    async def _reapply(self, user_ids: Sequence[str]) -> None:
+        destroyed, reshredded = await self.store.reapply(self.guard.floors_of(user_ids))
+        log.warning(
+            "the key store offered keys the shred ledger says were destroyed (restored from a backup or a "
+            "stale replica?): re-applied the ledger to %d users, %d key versions destroyed again, %d users "
+            "shredded again",
+            len(user_ids),
+            destroyed,
+            reshredded,
+        )
 
     async def record_replay(
         self, caller: VerifiedCaller, report: ReplayReport, request_id: str
@@ -227,15 +269,11 @@ class KeyService:
         # One time for the store (decrypt answers), the ledger and the receipt, so all three agree.
         at = rfc3339(self._now())
         shredded = await self.store.shred(user_id, at=at)
-        await self.ledger.append(
-            LedgerEntry(
-                "shred",
-                user_id,
-                at,
-                versions_destroyed=shredded.versions,
-                max_destroyed=shredded.max_destroyed,
-            )
+        entry = LedgerEntry(
+            "shred", user_id, at, versions_destroyed=shredded.versions, max_destroyed=shredded.max_destroyed
         )
+        await self.ledger.append(entry)
+        self.guard.note(entry)
         receipt = sign_receipt(self.signing_key, user_id, shredded.versions, at)
         await self.audit.append_many(
             [
@@ -269,7 +307,9 @@ class KeyService:
         if not shredded:
             raise UserNotShredded("user is not shredded; nothing to reinstate")
         version = max(cur, floor) + 1
-        await self.ledger.append(LedgerEntry("reinstate", user_id, rfc3339(self._now()), version=version))
+        entry = LedgerEntry("reinstate", user_id, rfc3339(self._now()), version=version)
+        await self.ledger.append(entry)
+        self.guard.note(entry)
         version = await self.store.reinstate(user_id, version)
         await self.audit.append_many(
             [

@@ -336,6 +336,28 @@ class KeyStore:
             raise KeyServiceUnavailable("key store unavailable") from None
         return bool(int(info.get("aof_enabled", 0)))
 
+    async def fsync_policy(self) -> str | None:
+        """The key-store Redis's `appendfsync` (`always`, `everysec`, `no`), or None if it will not say
+        (CONFIG disabled, as some managed offerings do).
+
+        Raises:
+            KeyServiceUnavailable: Redis does not answer.
+        """
+        try:
+            reply = await self.redis.config_get("appendfsync")
+        except ResponseError:
+            return None
+        except RedisError:
+            raise KeyServiceUnavailable("key store unavailable") from None
+        for name, value in reply.items():
+            if _text(name) == "appendfsync":
+                return _text(value)
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
 
 def _wrapped(reply: Sequence[Any]) -> bytes:
     # A `cur` whose wrapped key is missing breaks the store's invariant: treat it like tampering.

@@ -125,12 +125,16 @@ def read_csv_header(stream: BinaryIO) -> tuple[RowConverter, int, int]:
         OSError: reading failed.
     """
     source = _CsvSource(stream, 1, 0)
-    for row in csv.reader(source):
-        if _blank(row):
-            continue
-        if source.flag_between(1, source.number):
-            raise HeaderError("the CSV header row is not valid UTF-8 or is too long")
-        return RowConverter(row), source.number, source.offset
+    try:
+        for row in csv.reader(source):
+            if _blank(row):
+                continue
+            if source.flag_between(1, source.number):
+                raise HeaderError("the CSV header row is not valid UTF-8 or is too long")
+            return RowConverter(row), source.number, source.offset
+    except csv.Error:
+        # Found by fuzzing: a bare carriage return inside the header row made csv raise past us.
+        raise HeaderError("the CSV header row is not valid CSV (a stray carriage return or quote)") from None
     raise HeaderError("the file has no CSV header row")
 
 

@@ -1,8 +1,9 @@
-"""`pulseseal keys rotate|shred|reinstate|audit|rewrap`: key administration.
+"""`pulseseal keys rotate|shred|reinstate|audit|rewrap|backup|restore`: key administration.
 
 `rotate`, `shred`, `reinstate` and `audit` call the running key service with the admin caller key
 (`PULSESEAL_CALLER_KEY_FILE`, default `HOME/credentials/admin.pem`). `rewrap` is different: it runs the key
-service's own code against the key store, with both master keys, so data keys never leave this process.
+service's own code against the key store, with both master keys, so data keys never leave this process;
+so do `backup` and `restore` (pulseseal/cli/keystore.py).
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from keyservice.models import parse_rfc3339
 from keyservice.rewrap import RewrapReport
 from keyservice.rewrap import rewrap as rewrap_store
 from keyservice.wrapping import MasterKey
+from pulseseal.cli import keystore
 from pulseseal.cli.errors import CliError
 from pulseseal.settings import Settings, load_settings
 
-app = typer.Typer(help="Key administration: rotate, shred, reinstate, audit, rewrap.", no_args_is_help=True)
+app = typer.Typer(
+    help="Key administration: rotate, shred, reinstate, audit, rewrap, backup, restore.", no_args_is_help=True
+)
+app.command("backup")(keystore.backup)
+app.command("restore")(keystore.restore)
 
 T = TypeVar("T")
 UserOpt = Annotated[str, typer.Option("--user-id", help="The user.")]

@@ -442,18 +442,45 @@ async def test_memory_stays_flat_over_twenty_thousand_records(
     )
 
 
+# Forks the replay from a small interpreter and reports the replay's own rusage. Linux's `ru_maxrss` keeps
+# the high-water mark of the process image before `exec`, so a replay forked straight from pytest would
+# be charged with pytest's own size (hundreds of MB once schemathesis and Hypothesis are loaded).
+_MEASURE = """
+import os, sys
+result, argv = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *argv])
+_, status, usage = os.wait4(pid, 0)
+with open(result, "w") as out:
+    out.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def peak_rss_of_replay(env: dict[str, str], out: Path, *args: str) -> tuple[int, bytes]:
     """Run a replay with stdout to a file and return its own peak RSS in bytes (Linux `ru_maxrss` is KiB)."""
+    result = out.with_suffix(".rusage")
     with out.open("wb") as stdout:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pulseseal", "replay", "--purpose", PURPOSE, *args],
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _MEASURE,
+                str(result),
+                "-m",
+                "pulseseal",
+                "replay",
+                "--purpose",
+                PURPOSE,
+                *args,
+            ],
             env={**os.environ, **env},
             cwd=ROOT,
             stdout=stdout,
             stderr=subprocess.DEVNULL,
+            check=True,
+            timeout=600,
         )
-        # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix in every process the tests reaped).
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    assert process.returncode == 0
-    return usage.ru_maxrss * 1024, out.read_bytes()
+    maxrss_kib, returncode = (int(part) for part in result.read_text().split())
+    assert returncode == 0
+    return maxrss_kib * 1024, out.read_bytes()
