@@ -59,6 +59,10 @@ def _register() -> None:
 
     app.command("replay", help=replay.HELP)(replay.replay_command)
 
+    from pulseseal.cli import soak
+
+    app.command("soak", help=soak.HELP)(soak.soak)
+
 
 def main() -> None:
     """Entry point of the `pulseseal` script."""
