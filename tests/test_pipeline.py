@@ -46,7 +46,9 @@ async def stack(
     client: AsyncMongoClient[dict[str, Any]] = mongo.connect(mongo_url)
     try:
         collection = mongo.sealed_events(client, pipeline_env["PULSESEAL_MONGO_DB"])
-        await collection.delete_many({})
+        # drop, not delete_many: FerretDB (SQLite) fails a delete of more than ~32k documents at once
+        # ("too many SQL variables"), and the fault tests leave tens of thousands.
+        await collection.drop()
         connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"])
         try:
             await (await channel.get_queue(SEAL_QUEUE)).purge()

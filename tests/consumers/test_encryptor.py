@@ -51,7 +51,7 @@ async def stack(
     )
     client: AsyncMongoClient[dict[str, Any]] = mongo.connect(mongo_url)
     collection = mongo.sealed_events(client, mongo_db)
-    await collection.delete_many({})
+    await collection.drop()  # FerretDB (SQLite) cannot delete_many more than ~32k documents at once
     keys = FakeKeySource(shredded={"user-shredded"})
     encryptor = Encryptor(settings, keys, client)
     connection, channel = await open_channel(isolated_amqp_url)
