@@ -60,17 +60,17 @@ SCENARIOS: tuple[ScenarioSpec, ...] = (
         3,
         "e2e",
         "End to end: drain, stage ceilings, naive and peer pipelines, fixed offered load",
-        None,
+        "bench.e2e",
         ("amqp", "mongo", "keystore"),
     ),
     ScenarioSpec(
         4,
         "scaleout",
         "Scale-out: the drain with 1 and 2 encryptor processes",
-        None,
+        "bench.scaleout",
         ("amqp", "mongo", "keystore"),
     ),
-    ScenarioSpec(5, "producers", "Producers: gateway and importer", None, ("amqp",)),
+    ScenarioSpec(5, "producers", "Producers: gateway and importer", "bench.producers", ("amqp",)),
 )
 
 
@@ -93,6 +93,9 @@ class BenchContext:
         self._progress = progress
         self._stack = AsyncExitStack()
         self._shared: dict[str, Any] = {}
+        self.results: dict[str, ScenarioResult] = {}
+        """The results of this run so far, by scenario id: a later scenario may add a figure that belongs
+        to an earlier one (the encryptor's key-cache hit ratio, measured in scenario 3, is scenario 2's)."""
 
     def pick(self, *, quick: T, full: T) -> T:
         """`quick` in a quick run, else `full`."""
@@ -177,6 +180,7 @@ async def run_bench(
 
 async def _run_one(spec: ScenarioSpec, ctx: BenchContext) -> ScenarioResult:
     result = ScenarioResult(spec.number, spec.id, spec.title, "ok")
+    ctx.results[spec.id] = result
     if spec.module is None:
         result.status = "not implemented"
         result.notes.append("not yet measured: this scenario is not implemented yet")

@@ -1,11 +1,13 @@
-"""Producer benchmarks, reused by `pulseseal bench`.
+"""Scenario 5 — producers: what the gateway accepts and how fast the importer publishes.
 
 - `bench_gateway`: events/s a running gateway accepts (202, so broker-confirmed) from `clients`
   concurrent clients sending `events_per_request`-event JSON arrays, with p50/p99 request latency.
 - `bench_importer`: events/s and peak RSS of `pulseseal import` on a generated NDJSON file.
 
-`python -m bench.producers` runs both against a scratch RabbitMQ virtual host (created through
-infra/rabbitmq.sh and deleted afterwards), so nothing lands in the real `pulseseal.seal` queue.
+In `pulseseal bench` (`run`) both publish to the benchmark's own virtual host (`bench.scratch`), whose
+queue is emptied after each measurement; the gateway gets a throwaway home with its own user-token
+secret. `python -m bench.producers` runs the same measurements on their own, against a scratch virtual
+host created and deleted for the purpose, so nothing lands in the real `pulseseal.seal` queue.
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ from pathlib import Path
 import httpx
 import jwt
 
+from bench.harness import BenchContext
+from bench.results import Figure, ScenarioResult
+from bench.scratch import rabbitmqctl, shared_scratch
+
 ROOT = Path(__file__).resolve().parents[1]
 PULSESEAL = str(Path(sys.executable).with_name("pulseseal"))
 _SUMMARY = re.compile(r"imported (\d+) events, rejected (\d+), in ([\d.]+) s \((\d+) events/s\)")
+_PEAK = re.compile(r"^peak-rss-kb (\d+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +203,17 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-def start_gateway(amqp_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_gateway(
+    amqp_url: str, port: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """`pulseseal gateway` on `port`, once its /healthz answers 200.
 
     Raises:
         RuntimeError: it did not become ready within 30 s.
     """
-    env = os.environ | {"PULSESEAL_AMQP_URL": amqp_url, "PULSESEAL_GATEWAY_PORT": str(port)}
+    env = (
+        os.environ | (extra_env or {}) | {"PULSESEAL_AMQP_URL": amqp_url, "PULSESEAL_GATEWAY_PORT": str(port)}
+    )
     process = subprocess.Popen([PULSESEAL, "gateway"], env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -219,24 +230,22 @@ def start_gateway(amqp_url: str, port: int) -> subprocess.Popen[bytes]:
 # --- importer --------------------------------------------------------------------------------------
 
 
-def bench_importer(path: Path, amqp_url: str) -> ImporterResult:
+def bench_importer(path: Path, amqp_url: str, extra_env: dict[str, str] | None = None) -> ImporterResult:
     """Run `pulseseal import path` and measure its rate and peak RSS (from the kernel's rusage).
+
+    The import runs under `bench.peakrss`, a small process of its own, so that its peak RSS is not
+    inflated by this (large) process's pages (see that module).
 
     Raises:
         RuntimeError: the import failed.
     """
-    env = os.environ | {"PULSESEAL_AMQP_URL": amqp_url}
-    process = subprocess.Popen(
-        [PULSESEAL, "import", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert process.stdout is not None
-    with process.stdout:
-        output = process.stdout.read().decode()
-    # wait4 gives this child's own peak RSS, unlike RUSAGE_CHILDREN (the largest child so far).
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+    env = os.environ | (extra_env or {}) | {"PULSESEAL_AMQP_URL": amqp_url}
+    command = [sys.executable, "-m", "bench.peakrss", PULSESEAL, "import", str(path)]
+    process = subprocess.run(command, env=env, capture_output=True, check=False)
+    output = process.stdout.decode()
     match = _SUMMARY.search(output)
-    if process.returncode != 0 or match is None:
+    peak = _PEAK.search(output)
+    if process.returncode != 0 or match is None or peak is None:
         raise RuntimeError(f"pulseseal import exited {process.returncode}: {output.strip()[-200:]}")
     lines = int(match.group(1))
     return ImporterResult(
@@ -244,17 +253,81 @@ def bench_importer(path: Path, amqp_url: str) -> ImporterResult:
         file_mb=path.stat().st_size / 1e6,
         seconds=float(match.group(3)),
         events_per_s=float(match.group(4)),
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_rss_mb=int(peak.group(1)) / 1024,
     )
+
+
+# --- the scenario ---------------------------------------------------------------------------------
+
+
+async def run(ctx: BenchContext, result: ScenarioResult) -> None:
+    """Measure the gateway (16 clients, 100-event requests) and the importer on generated files."""
+    scratch = await ctx.shared("scratch", shared_scratch)
+    seconds, warmup = ctx.pick(quick=(5.0, 1.0), full=(15.0, 2.0))
+    files = ctx.pick(quick=(100_000,), full=(1_000_000, 100_000))
+    with tempfile.TemporaryDirectory(prefix="pulseseal-bench-gw-") as home:
+        secret = secrets.token_urlsafe(48)
+        secret_file = Path(home) / "gateway-jwt.secret"
+        secret_file.write_text(secret, encoding="utf-8")
+        env = {
+            "PULSESEAL_HOME": home,
+            "PULSESEAL_GATEWAY_JWT_SECRET_FILE": str(secret_file),
+            "PULSESEAL_GATEWAY_HOST": "127.0.0.1",
+        }
+        port = _free_port()
+        ctx.say(f"  producers: gateway, 16 clients, 100-event requests, {seconds:.0f} s")
+        gateway = await asyncio.to_thread(start_gateway, scratch.amqp_url, port, env)
+        try:
+            measured = await bench_gateway(
+                f"http://127.0.0.1:{port}", secret.encode(), seconds=seconds, warmup_s=warmup
+            )
+        finally:
+            gateway.terminate()
+            await asyncio.to_thread(gateway.wait, 30)
+    await scratch.reset_queues()
+    result.add(
+        Figure(
+            "gateway_events_per_s",
+            "gateway: events accepted (202), 100-event requests, 16 clients",
+            round(measured.events_per_s),
+            "events/s",
+            f"{measured.requests:,} requests in {seconds:.0f} s after {warmup:.0f} s of warm-up, "
+            f"{measured.failed_requests} not 202; one gateway process",
+        )
+    )
+    result.add(Figure("gateway_p50_ms", "gateway: request latency, p50", round(measured.p50_ms, 2), "ms"))
+    result.add(Figure("gateway_p99_ms", "gateway: request latency, p99", round(measured.p99_ms, 2), "ms"))
+    for lines in files:
+        ctx.say(f"  producers: importer, {lines:,}-line NDJSON file")
+        with tempfile.TemporaryDirectory(prefix="pulseseal-bench-import-") as folder:
+            path = Path(folder) / "events.ndjson"
+            await asyncio.to_thread(generate_ndjson, path, lines, seed=ctx.seed)
+            env = {"PULSESEAL_HOME": folder}
+            imported = await asyncio.to_thread(bench_importer, path, scratch.amqp_url, env)
+        await scratch.reset_queues()
+        tag = "" if lines == files[0] else f"_{lines // 1000}k"
+        shown = f"{lines:,} lines ({imported.file_mb:.0f} MB)"
+        result.add(
+            Figure(
+                f"importer{tag}_events_per_s",
+                f"importer: {shown}",
+                round(imported.events_per_s),
+                "events/s",
+                "as `pulseseal import` reports it: publishing with confirms",
+            )
+        )
+        result.add(
+            Figure(
+                f"importer{tag}_peak_rss_mb",
+                f"importer peak RSS: {shown}",
+                round(imported.peak_rss_mb, 1),
+                "MB",
+                "ru_maxrss of the `pulseseal import` process (wait4, through bench.peakrss)",
+            )
+        )
 
 
 # --- scratch vhost and main ------------------------------------------------------------------------
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(
-        ["bash", str(ROOT / "infra" / "rabbitmq.sh"), "ctl", *args], check=True, capture_output=True
-    )
 
 
 def _free_port() -> int:
@@ -279,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", choices=["gateway", "importer"], action="append", default=[])
     args = parser.parse_args(argv)
     vhost = f"bench{secrets.token_hex(3)}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     amqp_url = args.amqp_url.rstrip("/") + "/" + vhost
     try:
         if "gateway" not in args.skip:
@@ -301,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                     importer = bench_importer(path, amqp_url)
                     print(json.dumps({"bench": "importer"} | asdict(importer)), flush=True)
     finally:
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
     return 0
 
 

@@ -1,11 +1,16 @@
 """A micro-batcher: many concurrent submitters, one flusher, each submitter told when its part is done.
 
 FastStream's RabbitMQ subscriber has no batch mode, but aio-pika runs one handler task per delivered
-message (up to the prefetch). So each handler submits its message's events here and awaits the result;
-the flusher collects submissions until `max_items` are waiting, `max_delay_s` has passed since the
-first, or every message the broker will hand us is already waiting — then flushes them together. The
-handler acks only after its own result arrives, so a crash anywhere before that leaves the message
+message (up to the prefetch). So each handler submits its message here and awaits the result; the
+flusher collects submissions until `max_items` are waiting, `max_delay_s` has passed since the first,
+or every message the broker will hand us is already waiting — then flushes them together. The handler
+acks only after its own result arrives, so a crash anywhere before that leaves the message
 unacknowledged and the broker redelivers it.
+
+Up to `max_concurrent` flushes run at once: while one batch waits for the database, the next is already
+being prepared (decoded, sealed, encoded) and sent, so a database that is the slowest stage never sits
+idle between two batches. Every submitter still gets the result of its own batch only, so an ack never
+depends on another batch, and the order in which batches finish does not matter.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class MicroBatcher(Generic[T, R]):
         max_delay_s: Flush this long after the first submission of a batch at the latest.
         max_waiting: Flush at once when this many submissions are waiting (set it to the prefetch:
             then no further message can arrive before one is acknowledged).
+        max_concurrent: Flushes in progress at most.
     """
 
     def __init__(
@@ -54,7 +60,10 @@ class MicroBatcher(Generic[T, R]):
         max_items: int,
         max_delay_s: float,
         max_waiting: int,
+        max_concurrent: int = 1,
     ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
         self._flush = flush
         self._max_items = max_items
         self._max_delay_s = max_delay_s
@@ -64,6 +73,8 @@ class MicroBatcher(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._flushing: set[asyncio.Task[None]] = set()
 
     @property
     def waiting(self) -> int:
@@ -117,6 +128,8 @@ class MicroBatcher(Generic[T, R]):
             while True:
                 while not self._waiting:
                     if self._closing:
+                        # Whatever is still being written finishes before the batcher reports closed.
+                        await asyncio.gather(*self._flushing)
                         return
                     self._wakeup.clear()
                     await self._wakeup.wait()
@@ -130,15 +143,31 @@ class MicroBatcher(Generic[T, R]):
                     self._wakeup.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), remaining)
-                await self._flush_waiting()
+                # The batch is taken only once a flush may start: submissions that arrive while every
+                # slot is busy still join it.
+                await self._slots.acquire()
+                batch = self._take()
+                if not batch:
+                    self._slots.release()
+                    continue
+                task = asyncio.create_task(self._flush_batch(batch), name="pulseseal-flush")
+                self._flushing.add(task)
+                task.add_done_callback(self._flush_done)
         except asyncio.CancelledError:
+            for task in list(self._flushing):
+                task.cancel()
+            await asyncio.gather(*self._flushing, return_exceptions=True)
             self._fail_waiting(BatcherClosed("the encryptor stopped before this batch was written"))
             raise
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        self._flushing.discard(task)
+        self._slots.release()
 
     def _full(self) -> bool:
         return self._waiting_items >= self._max_items or len(self._waiting) >= self._max_waiting
 
-    async def _flush_waiting(self) -> None:
+    def _take(self) -> list[_Submission[T, R]]:
         # Take whole submissions from the front until the batch holds `max_items`: a backlog that built
         # up during a slow flush is written in bounded batches, not one huge insert.
         taken = items = 0
@@ -147,6 +176,9 @@ class MicroBatcher(Generic[T, R]):
             taken += 1
         batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
         self._waiting_items -= items
+        return batch
+
+    async def _flush_batch(self, batch: list[_Submission[T, R]]) -> None:
         try:
             results = await self._flush([s.items for s in batch])
         except asyncio.CancelledError:

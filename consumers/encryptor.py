@@ -1,16 +1,24 @@
 """The encryptor: a FastStream subscriber on `pulseseal.seal` feeding the micro-batcher.
 
 Each delivered message runs in its own handler task (aio-pika starts one per delivery, up to the
-prefetch). The handler decodes the message, submits its events to the batcher, waits until they are
-durably written, dead-letters what must be, and only then acks. A crash at any point before the ack
-leaves the message with the broker, which redelivers it; `_id` = event id makes the rewrite harmless.
+prefetch). The handler submits the message to the batcher, waits until its events are durably written,
+dead-letters what must be, and only then acks. A crash at any point before the ack leaves the message
+with the broker, which redelivers it; `_id` = event id makes the rewrite harmless.
+
+A message waits for its batch as the bytes it arrived in, and is decoded when the batch is flushed:
+parsed events take over ten times the memory of their JSON and are objects the garbage collector must
+walk, so decoding the whole prefetch at once (64 messages of 1000 events) took a peak RSS of 292 MB
+(157 MB now) and doubled the time spent parsing (docs/benchmarks.md, scenario 3). One message that fails
+to decode fails alone; its batch neighbours are sealed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,12 +34,11 @@ from pymongo.errors import PyMongoError
 from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
 from consumers.deadletters import publish_dead_letters
-from consumers.messages import decode_message
+from consumers.messages import Decoded, decode_message, estimated_events
 from consumers.sealing import Backoff, KeySource, MessageResult, Sealer
 from pulseseal import mongo
 from pulseseal.settings import Settings, redact_url
 from pulseseal.topology import SEAL_QUEUE, declare_topology
-from schemas import HealthEvent
 
 log = logging.getLogger("pulseseal.encryptor")
 
@@ -42,11 +49,46 @@ SHUTDOWN_GRACE_S = 10.0
 
 _NOT_READY = (OSError, TimeoutError, AMQPConnectionError, PyMongoError)
 
+# The subscriber's description in the AsyncAPI document (docs/asyncapi.json, `make docs`).
+SUBSCRIBER_DESCRIPTION = (
+    "Health events to seal. Producers publish to the topic exchange `pulseseal.events` (routing key "
+    "`events.<type>` for one event, `events.batch` for a batch, `events.redrive` for a redriven dead "
+    "letter); this quorum queue is bound to it with `events.#` and declared with the arguments "
+    "`x-delivery-limit` and `x-dead-letter-exchange` = `pulseseal.dead`. A message is one event "
+    "(`application/json`) or an NDJSON batch (`application/x-ndjson`, at most 1000 events and 1 MiB), "
+    "persistent. The encryptor seals every valid event with its user's current data key, writes it to "
+    "MongoDB and acknowledges the message only after every event is durably stored or dead-lettered; "
+    "invalid events and shredded users' events go to `pulseseal.dead`, the rest of the batch is sealed."
+)
+
+
+def tune_garbage_collector() -> None:
+    """Set up the collector for a long-running encryptor process; call once, after start-up.
+
+    Everything loaded by then (modules, schemas, the broker) lives as long as the process: frozen, the
+    collector stops walking it on every full collection. And a batch allocates thousands of parsed
+    events and documents that hold no reference cycles and are freed by reference counting alone; with
+    the default threshold (700) they set off a young collection every few dozen events. Together these
+    took 15-20 % of the CPU of decoding and sealing (docs/benchmarks.md, scenario 3). Cycles are still
+    collected, only less often. Not done by `Encryptor` itself: the collector is process-wide, and tests
+    run encryptors inside the test process.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
 
 def _raw_body(message: StreamMessage[Any]) -> bytes:
     # Keep the bytes: decoding (JSON or NDJSON, event by event) is ours, so one bad line cannot make
     # FastStream reject a whole batch.
     return message.body
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A delivered message as it waits for its batch: still bytes."""
+
+    body: bytes
+    content_type: str | None
 
 
 class Encryptor:
@@ -73,11 +115,12 @@ class Encryptor:
             mongo_client, settings.mongo_db, write_concern=settings.mongo_write_concern
         )
         self.sealer = Sealer(keys, self._collection, clock=clock)
-        self.batcher: MicroBatcher[list[HealthEvent], MessageResult] = MicroBatcher(
-            self.sealer.flush,
+        self.batcher: MicroBatcher[Delivered, MessageResult] = MicroBatcher(
+            self.decode_and_seal,
             max_items=settings.batch_max_events,
             max_delay_s=settings.batch_max_ms / 1000,
             max_waiting=settings.prefetch,
+            max_concurrent=settings.flushes_in_flight,
         )
         self.broker = RabbitBroker(
             settings.amqp_url,
@@ -90,6 +133,8 @@ class Encryptor:
             channel=Channel(prefetch_count=settings.prefetch),
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_body,
+            title=SEAL_QUEUE,
+            description=SUBSCRIBER_DESCRIPTION,
         )
         self.subscriber(self.handle)
         self.app = FastStream(self.broker, on_startup=[self.prepare], on_shutdown=[self.drain], logger=None)
@@ -114,15 +159,18 @@ class Encryptor:
         """Seal one message's events; ack after they are written or dead-lettered, else requeue."""
         metrics.MESSAGES_IN_FLIGHT.inc()
         try:
-            decoded = decode_message(body, message.content_type, now=self._clock())
-            result = MessageResult()
-            if decoded.events:
-                result = await self.batcher.submit(decoded.events, len(decoded.events))
+            result = await self.batcher.submit(
+                Delivered(body, message.content_type), estimated_events(body, message.content_type)
+            )
+            if result.failure is not None:
+                log.error("message failed: %s", result.failure, extra=self._ids(message))
+                await self._requeue(message)
+                return
             if result.retry:
                 log.warning("MongoDB refused events; handing the message back", extra=self._ids(message))
                 await self._requeue(message)
                 return
-            dead = decoded.rejected + result.dead
+            dead = result.dead
             if dead:
                 await publish_dead_letters(
                     self.broker, dead, message_id=message.message_id, content_type=message.content_type
@@ -136,6 +184,29 @@ class Encryptor:
             await self._requeue(message)
         finally:
             metrics.MESSAGES_IN_FLIGHT.dec()
+
+    async def decode_and_seal(self, batch: Sequence[Delivered]) -> list[MessageResult]:
+        """The batcher's flush: decode every message of the batch, then seal and store their events.
+
+        Returns one result per message; its `dead` lists the message's invalid events first, then those
+        of shredded users.
+        """
+        now = self._clock()
+        decoded: list[Decoded | None] = []
+        failures: list[str | None] = []
+        for delivered in batch:
+            try:
+                decoded.append(decode_message(delivered.body, delivered.content_type, now=now))
+                failures.append(None)
+            except Exception as exc:  # noqa: BLE001 - a message that breaks decoding is handed back alone
+                decoded.append(None)
+                failures.append(type(exc).__name__)
+        results = await self.sealer.flush([[] if d is None else d.events for d in decoded])
+        for result, message, failure in zip(results, decoded, failures, strict=True):
+            result.failure = failure
+            if message is not None and message.rejected:
+                result.dead[:0] = message.rejected
+        return results
 
     async def _requeue(self, message: RabbitMessage) -> None:
         metrics.MESSAGES_REQUEUED.inc()

@@ -44,6 +44,21 @@ class Decoded:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+def estimated_events(body: bytes, content_type: str | None) -> int:
+    """How many events a message holds at most (1 to 1000), counted without decoding it.
+
+    The batcher sizes batches by it while the message waits as bytes; an overestimate (blank lines,
+    invalid events) only makes a batch smaller.
+    """
+    if _media_type(content_type) != NDJSON:
+        return 1
+    return max(1, min(body.count(b"\n") + 1, MAX_BATCH_EVENTS))
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
 def decode_message(body: bytes, content_type: str | None, *, now: datetime | None = None) -> Decoded:
     """Split a message body into valid events and rejected parts.
 
@@ -56,7 +71,7 @@ def decode_message(body: bytes, content_type: str | None, *, now: datetime | Non
         now: Reference time for the 24 h future bound.
     """
     decoded = Decoded()
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    media_type = _media_type(content_type)
     if len(body) > MAX_BATCH_BYTES:
         decoded.rejected.append(Rejected(body, INVALID_MESSAGE, "message body is larger than 1 MiB"))
     elif media_type == JSON:

@@ -60,6 +60,8 @@ class MessageResult:
     duplicates: int = 0
     dead: list[Rejected] = field(default_factory=list)
     retry: bool = False
+    failure: str | None = None
+    """Set when the message itself could not be processed (the error's type name): redeliver it."""
 
 
 @dataclass(slots=True)
@@ -107,31 +109,26 @@ class Sealer:
         users = {event.user_id for batch in batches for event in batch}
         granted = await self._retry("key service", lambda: self._keys.encrypt_keys(users))
         now = self._clock()
+        keys = granted.keys
         results = [MessageResult() for _ in batches]
-        sealable: list[HealthEvent] = []
-        owner: list[int] = []
-        for index, batch in enumerate(batches):
-            for event in batch:
-                if event.user_id in granted.keys:
-                    sealable.append(event)
-                    owner.append(index)
-                    continue
-                reason = (
-                    "user's keys were destroyed (crypto-shredded)"
-                    if event.user_id in granted.shredded
-                    else "key service gave no key for this user"
-                )
-                results[index].dead.append(
-                    Rejected(canonical_json(event), USER_SHREDDED, reason, event_id=event.event_id)
-                )
-        docs = seal_many(sealable, granted.keys, now=now)
+        owner: list[int] | None = None
+        if all(user in keys for user in users):
+            # The usual case: every user has a key, nothing to set aside, no per-event bookkeeping.
+            sealable = [event for batch in batches for event in batch]
+            counts = [len(batch) for batch in batches]
+        else:
+            sealable, owner = self._set_aside_keyless(batches, granted, results)
+            counts = _count_by_owner(owner, len(batches))
+        docs = seal_many(sealable, keys, now=now)
         outcome = await self._retry("MongoDB", lambda: insert_sealed(self._collection, docs))
-        for doc, index in zip(docs, owner, strict=True):
-            if doc["_id"] in outcome.failed:
-                results[index].retry = True
+        if outcome.failed:
+            owners = owner if owner is not None else [i for i, n in enumerate(counts) for _ in range(n)]
+            for doc, index in zip(docs, owners, strict=True):
+                if doc["_id"] in outcome.failed:
+                    results[index].retry = True
         # Per message, a document counts as stored whether this insert wrote it or an earlier one did.
-        for index, count in enumerate(_count_by_owner(owner, len(batches))):
-            results[index].stored = count
+        for result, count in zip(results, counts, strict=True):
+            result.stored = count
         elapsed = asyncio.get_running_loop().time() - started
         log.debug(
             "batch stored",
@@ -148,6 +145,29 @@ class Sealer:
         metrics.BATCH_SIZE.observe(len(docs))
         metrics.FLUSH_SECONDS.observe(elapsed)
         return results
+
+    @staticmethod
+    def _set_aside_keyless(
+        batches: Sequence[list[HealthEvent]], granted: EncryptKeys, results: list[MessageResult]
+    ) -> tuple[list[HealthEvent], list[int]]:
+        # The events that have a key, with the message each came from; the others become dead letters.
+        sealable: list[HealthEvent] = []
+        owner: list[int] = []
+        for index, batch in enumerate(batches):
+            for event in batch:
+                if event.user_id in granted.keys:
+                    sealable.append(event)
+                    owner.append(index)
+                    continue
+                reason = (
+                    "user's keys were destroyed (crypto-shredded)"
+                    if event.user_id in granted.shredded
+                    else "key service gave no key for this user"
+                )
+                results[index].dead.append(
+                    Rejected(canonical_json(event), USER_SHREDDED, reason, event_id=event.event_id)
+                )
+        return sealable, owner
 
     async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         backoff = Backoff()

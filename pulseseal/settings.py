@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(2000, ge=1, description="Flush a micro-batch at this many events.")
     batch_max_ms: int = Field(50, ge=1, description="Flush a micro-batch this long after its first event.")
     prefetch: int = Field(64, ge=1, description="Unacknowledged messages the encryptor holds at most.")
+    flushes_in_flight: int = Field(
+        2, ge=1, description="Micro-batches the encryptor prepares and writes at once (one waits on MongoDB)."
+    )
     delivery_limit: int = Field(5, ge=1, description="`x-delivery-limit` of the `pulseseal.seal` queue.")
     mongo_write_concern: Literal["journaled", "majority", "acknowledged"] = Field(
         "journaled", description="Write concern for sealed documents."

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from prometheus_client import start_http_server
 
-from consumers.encryptor import Encryptor
+from consumers.encryptor import Encryptor, tune_garbage_collector
 from consumers.keys import KeyServiceSource
 from keyservice.client import KeyServiceClient
 from keyservice.errors import KeyServiceError
@@ -49,6 +49,7 @@ def run(
 async def _run(settings: Settings, client: KeyServiceClient) -> None:
     mongo_client: Any = mongo.connect(settings.mongo_url)
     encryptor = Encryptor(settings, KeyServiceSource(client), mongo_client)
+    tune_garbage_collector()
     try:
         await encryptor.app.run()
     finally:

@@ -16,8 +16,28 @@ from typing import Any
 
 import pytest
 
-IMPLEMENTED = {"seal", "keyservice"}
 ALL = ["seal", "keyservice", "e2e", "scaleout", "producers"]
+# A figure of each scenario that the quick run must measure (the targets' figures are checked apart).
+EXPECTED = {
+    "seal": ("seal_many_300", "raw_300", "tink_300", "csfle_300", "esdk_300", "ratio_csfle_4k"),
+    "keyservice": ("thousand_keys_p99_ms", "encryptor_key_cache_hit_ratio"),
+    "e2e": (
+        "drain_events_per_s",
+        "key_cache_hit_ratio",
+        "ceiling_consume_per_s",
+        "ceiling_insert_per_s",
+        "ceiling_seal_per_s",
+        "slowest_stage_per_s",
+        "naive_events_per_s",
+        "peer_events_per_s",
+        "offered_per_s",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "latency_max_ms",
+    ),
+    "scaleout": ("drain_1_events_per_s", "drain_2_events_per_s", "speedup", "peak_rss_2_mb"),
+    "producers": ("gateway_p99_ms", "importer_events_per_s"),
+}
 
 
 def pulseseal(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -34,11 +54,11 @@ def pulseseal(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[st
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_a_quick_run_measures_every_implemented_scenario_and_judges_every_target(
+def test_a_quick_run_measures_every_scenario_and_judges_every_target(
     tmp_path: Path, mongo_url: str, keystore_redis_url: str
 ) -> None:
     out = tmp_path / "bench.json"
-    result = pulseseal("bench", "--quick", "--json", str(out), timeout=180)
+    result = pulseseal("bench", "--quick", "--json", str(out), timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     assert data["version"] == 1
@@ -48,25 +68,21 @@ def test_a_quick_run_measures_every_implemented_scenario_and_judges_every_target
     assert len(data["load_average"]["start"]) == 3
     assert [s["id"] for s in data["scenarios"]] == ALL
     for scenario in data["scenarios"]:
-        if scenario["id"] in IMPLEMENTED:
-            assert scenario["status"] == "ok", scenario
-            assert scenario["figures"], scenario["id"]
-            for figure in scenario["figures"]:
-                value = figure["value"]
-                assert isinstance(value, int | float), figure
-                assert math.isfinite(value), figure
-                assert value > 0, figure
-        else:
-            assert scenario["status"] == "not implemented"
+        assert scenario["status"] == "ok", scenario
+        assert scenario["figures"], scenario["id"]
+        for figure in scenario["figures"]:
+            value = figure["value"]
+            assert isinstance(value, int | float), figure
+            assert math.isfinite(value), figure
+            assert value > 0, figure
     names = {(s["id"], f["name"]) for s in data["scenarios"] for f in s["figures"]}
-    for expected in ("seal_many_300", "raw_300", "tink_300", "csfle_300", "esdk_300", "ratio_csfle_4k"):
-        assert ("seal", expected) in names
-    assert ("keyservice", "thousand_keys_p99_ms") in names
+    for scenario_id, figures in EXPECTED.items():
+        for name in figures:
+            assert (scenario_id, name) in names
     verdicts = {t["figure"]: t["verdict"] for t in data["targets"]}
     assert len(verdicts) == 9
-    for figure in ("ratio_raw_300", "ratio_csfle_300", "thousand_keys_p99_ms"):
-        assert verdicts[figure] in ("met", "not met")
-    assert verdicts["ratio_naive"] == "not measured"
+    # Every target is judged on a measured figure; whether it is met is for the full run to say.
+    assert set(verdicts.values()) <= {"met", "not met"}, verdicts
     # The tables went to stdout; progress to stderr.
     assert "Targets (issue 7)" in result.stdout
     assert "scenario 1 (seal)" in result.stderr

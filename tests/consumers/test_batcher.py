@@ -133,3 +133,99 @@ async def test_a_backlog_is_flushed_in_batches_of_at_most_max_items() -> None:
     await asyncio.wait_for(asyncio.gather(first, *backlog), 5)
     assert flush.batches == [["a"], ["b", "c"], ["d", "e"], ["f"]]
     await batcher.close(1)
+
+
+class Gate:
+    """A flush function that holds every batch until released, recording which batches are in flight."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, items: Sequence[str]) -> list[str]:
+        self.batches.append(list(items))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.release.wait()
+        finally:
+            self.in_flight -= 1
+        return [item.upper() for item in items]
+
+
+async def test_with_two_flushes_in_flight_the_next_batch_starts_before_the_first_is_written() -> None:
+    gate = Gate()
+    batcher: MicroBatcher[str, str] = MicroBatcher(
+        gate, max_items=1, max_delay_s=60, max_waiting=100, max_concurrent=2
+    )
+    batcher.start()
+    tasks = [asyncio.create_task(batcher.submit(s, 1)) for s in ("a", "b", "c")]
+    await asyncio.sleep(0.05)
+    # Two batches are being written; the third waits for a slot.
+    assert gate.batches == [["a"], ["b"]]
+    assert gate.in_flight == 2
+    gate.release.set()
+    assert list(await asyncio.wait_for(asyncio.gather(*tasks), 5)) == ["A", "B", "C"]
+    assert gate.most_in_flight == 2
+    await batcher.close(1)
+
+
+async def test_each_submitter_gets_its_own_batchs_outcome_when_batches_overlap() -> None:
+    failing = {"bad"}
+
+    async def flush(items: Sequence[str]) -> list[int]:
+        await asyncio.sleep(0.05 if items[0] == "bad" else 0.01)
+        if items[0] in failing:
+            raise RuntimeError("store refused this batch")
+        return [len(item) for item in items]
+
+    batcher: MicroBatcher[str, int] = MicroBatcher(
+        flush, max_items=1, max_delay_s=60, max_waiting=100, max_concurrent=2
+    )
+    batcher.start()
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(batcher.submit("bad", 1), batcher.submit("good", 1), return_exceptions=True), 5
+    )
+    assert isinstance(outcomes[0], RuntimeError)
+    assert outcomes[1] == 4
+    await batcher.close(1)
+
+
+async def test_close_waits_for_every_flush_in_flight() -> None:
+    gate = Gate()
+    batcher: MicroBatcher[str, str] = MicroBatcher(
+        gate, max_items=1, max_delay_s=60, max_waiting=100, max_concurrent=2
+    )
+    batcher.start()
+    tasks = [asyncio.create_task(batcher.submit(s, 1)) for s in ("a", "b")]
+    await asyncio.sleep(0.02)
+    closing = asyncio.create_task(batcher.close(5))
+    await asyncio.sleep(0.02)
+    assert not closing.done()
+    gate.release.set()
+    await asyncio.wait_for(closing, 5)
+    assert [task.result() for task in tasks] == ["A", "B"]
+
+
+async def test_close_gives_up_on_stuck_flushes_in_flight_and_fails_their_submitters() -> None:
+    gate = Gate()
+    batcher: MicroBatcher[str, str] = MicroBatcher(
+        gate, max_items=1, max_delay_s=60, max_waiting=100, max_concurrent=2
+    )
+    batcher.start()
+    tasks = [asyncio.create_task(batcher.submit(s, 1)) for s in ("a", "b", "c")]
+    await asyncio.sleep(0.02)
+    await batcher.close(0.2)
+    for task in tasks:
+        with pytest.raises(BatcherClosed):
+            await task
+
+
+def test_at_least_one_flush_must_be_allowed() -> None:
+    async def flush(items: Sequence[str]) -> list[int]:
+        return []
+
+    with pytest.raises(ValueError, match="max_concurrent"):
+        MicroBatcher(flush, max_items=1, max_delay_s=1, max_waiting=1, max_concurrent=0)

@@ -18,11 +18,11 @@ from aio_pika.abc import AbstractChannel
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from consumers.encryptor import Encryptor
+from consumers.encryptor import Delivered, Encryptor
 from pulseseal import mongo
 from pulseseal.envelope import DOCUMENT_FIELDS, DataKey, open_sealed
 from pulseseal.settings import Settings
-from pulseseal.topology import ERROR_HEADER, REASON_HEADER, SEAL_QUEUE
+from pulseseal.topology import ERROR_HEADER, JSON, NDJSON, REASON_HEADER, SEAL_QUEUE
 from schemas import validate_event
 from tests.consumers.helpers import (
     FakeKeySource,
@@ -198,6 +198,31 @@ async def test_a_message_that_keeps_failing_ends_in_the_dead_letter_queue_by_the
     assert len(dead) == 1
     assert dead[0].headers.get("x-death"), "the broker dead-letters it, with its own x-death header"
     assert ERROR_HEADER not in dead[0].headers
+
+
+async def test_a_message_that_breaks_decoding_fails_alone_and_its_batch_neighbours_are_stored(
+    stack: tuple[Encryptor, FakeKeySource, AsyncCollection[dict[str, Any]], AbstractChannel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encryptor, _, collection, _ = stack
+    from consumers.messages import decode_message as real_decode
+
+    def crashing_decode(body: bytes, content_type: str | None, **kwargs: Any) -> Any:
+        if b"POISON" in body:
+            raise RuntimeError("simulated crash")
+        return real_decode(body, content_type, **kwargs)
+
+    monkeypatch.setattr("consumers.encryptor.decode_message", crashing_decode)
+    good = random_events(20, USERS, random.Random(14))
+    poison = valid_event("medication", data={"name": "POISON"})
+    batch = [
+        Delivered(b"\n".join(json.dumps(e).encode() for e in good), NDJSON),
+        Delivered(json.dumps(poison).encode(), JSON),
+    ]
+    ok, failed = await encryptor.decode_and_seal(batch)
+    assert (ok.stored, ok.failure, ok.dead) == (20, None, [])
+    assert (failed.stored, failed.failure) == (0, "RuntimeError")
+    assert await collection.count_documents({}) == 20
 
 
 async def _count_is(collection: AsyncCollection[dict[str, Any]], n: int) -> bool:

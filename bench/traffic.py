@@ -1,0 +1,132 @@
+"""Benchmark traffic: the realistic event mix as NDJSON lines, and publishing it the way producers do.
+
+`Workload` holds the events of a drain as compact JSON lines only (about 250 bytes each; a dict per event
+would take several times the memory of the encryptor being measured). `publish` sends message bodies
+to `pulseseal.events` with publisher confirms, persistent, `mandatory`, many in flight at once — as the
+importer does — so a queue is pre-loaded in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+
+from bench.harness import BenchContext
+from bench.workload import realistic_events
+from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON, declare_topology, routing_key_for
+from schemas import MAX_BATCH_EVENTS, HealthEvent, parse_event
+
+# NDJSON messages carry this many events, the most a message may hold (contract §4), as the importer
+# sends them.
+EVENTS_PER_MESSAGE = MAX_BATCH_EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message to publish: body, content type and routing key."""
+
+    body: bytes
+    content_type: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """`len(lines)` events of `users` users in the realistic mix, one compact JSON object a line."""
+
+    lines: list[bytes]
+    users: int
+
+    def batches(self, count: int | None = None, per_message: int = EVENTS_PER_MESSAGE) -> list[Message]:
+        """The first `count` events (all by default) as NDJSON messages of `per_message` events."""
+        lines = self.lines[: len(self.lines) if count is None else count]
+        return [
+            Message(b"\n".join(lines[i : i + per_message]) + b"\n", NDJSON, BATCH_ROUTING_KEY)
+            for i in range(0, len(lines), per_message)
+        ]
+
+    def singles(self, count: int, *, offset: int = 0) -> list[Message]:
+        """`count` events from `offset` as one `application/json` message each."""
+        return [
+            Message(line, JSON, routing_key_for(json.loads(line)["type"]))
+            for line in self.lines[offset : offset + count]
+        ]
+
+    def events(self, count: int) -> list[HealthEvent]:
+        """The first `count` events, validated (for the stage ceilings, which start from events)."""
+        return [parse_event(line) for line in self.lines[:count]]
+
+
+def make_workload(n: int, users: int, seed: int, *, now: datetime | None = None) -> Workload:
+    """`n` events of `users` users (`user-00000` …), the realistic mix, reproducible from `seed`.
+
+    Times fall in the week before `now` (default: an hour ago, well inside the 24 h future bound).
+    """
+    rng = random.Random(seed)
+    names = [f"user-{i:05d}" for i in range(users)]
+    end = now if now is not None else datetime.now(UTC) - timedelta(hours=1)
+    lines: list[bytes] = []
+    # In chunks, so the dicts of a 200k-event workload never exist all at once.
+    for start in range(0, n, 10_000):
+        chunk = realistic_events(min(10_000, n - start), names, rng, now=end)
+        lines.extend(json.dumps(event, separators=(",", ":")).encode() for event in chunk)
+    return Workload(lines, users)
+
+
+USERS = 10_000
+
+
+@asynccontextmanager
+async def _workload(ctx: BenchContext) -> AsyncIterator[Workload]:
+    events = ctx.pick(quick=10_000, full=200_000)
+    yield await asyncio.to_thread(make_workload, events, USERS, ctx.seed)
+
+
+def shared_workload(ctx: BenchContext) -> AbstractAsyncContextManager[Workload]:
+    """The opener for `ctx.shared("workload", ...)`: the drain's events (quick 10k, full 200k; 10k users)."""
+    return _workload(ctx)
+
+
+async def publish(amqp_url: str, messages: Iterable[Message], *, in_flight: int = 32) -> int:
+    """Publish every message persistent and `mandatory`, waiting for each confirm; returns events sent.
+
+    Raises:
+        aio_pika / aiormq errors: the broker refused or lost a message.
+    """
+    connection = await aio_pika.connect(amqp_url, timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await declare_topology(channel, delivery_limit=5)
+        window = asyncio.Semaphore(in_flight)
+        pending: set[asyncio.Task[None]] = set()
+        events = 0
+
+        async def send(message: Message) -> None:
+            try:
+                await exchange.publish(
+                    aio_pika.Message(
+                        message.body,
+                        content_type=message.content_type,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    message.routing_key,
+                    mandatory=True,
+                )
+            finally:
+                window.release()
+
+        for message in messages:
+            await window.acquire()
+            task = asyncio.create_task(send(message))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            events += message.body.count(b"\n") if message.content_type == NDJSON else 1
+        await asyncio.gather(*pending)
+        return events
