@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PULSESEAL_HOME ?= .pulseseal
 
-.PHONY: help install services services-down lint format typecheck test test-fast demo docs docs-check bench clean
+.PHONY: help install services services-down lint format typecheck test test-fast demo soak docs docs-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ format: install  ## apply ruff's formatting and safe fixes
 typecheck: install  ## mypy --strict over code and tests
 	$(BIN)/mypy
 
-test: install lint typecheck services  ## the full suite, real servers included
+test: install lint typecheck docs-check services  ## the full suite, real servers included
 	$(BIN)/pytest
 
 test-fast: install  ## only the tests that need no server
@@ -46,11 +46,16 @@ test-fast: install  ## only the tests that need no server
 demo: install services  ## the main job on local defaults
 	$(BIN)/pulseseal demo
 
-docs: install  ## regenerate the generated documents
-	$(BIN)/python -m pulseseal.docgen
-	$(BIN)/python -m schemas.export docs/schemas/health-event.schema.json
+bench: install services  ## the full benchmark (docs/benchmarks.md); `pulseseal bench --quick` for a short run
+	$(BIN)/pulseseal bench --json $(PULSESEAL_HOME)/bench/last-run.json
 
-docs-check: install  ## fail when a generated document is stale (CI)
+soak: install  ## 10 minutes of traffic under faults on its own servers, then loss checks and a plaintext hunt
+	$(BIN)/pulseseal soak --duration $(or $(SOAK_DURATION),600) --json $(PULSESEAL_HOME)/soak/last-report.json
+
+docs: install  ## regenerate the generated documents (README settings table, JSON Schema, OpenAPI, AsyncAPI)
+	$(BIN)/python -m pulseseal.docgen
+
+docs-check: install  ## fail when a generated document is stale (part of `make test`)
 	$(BIN)/python -m pulseseal.docgen --check
 
 clean:  ## remove the virtualenv and caches (service data in $(PULSESEAL_HOME) stays)
