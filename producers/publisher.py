@@ -220,6 +220,11 @@ class Publisher:
             await connection.close()
             self._fail(f"RabbitMQ at {where} closed the connection during setup ({type(exc).__name__})")
             raise BrokerUnavailable(self._failure) from None
+        except BaseException:
+            # Cancelled half-way (the publisher is closing): do not leave an open connection to the GC.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(connection.close())
+            raise
         finally:
             self._connecting = None
         self._connection, self._channel, self._exchange = connection, channel, exchange

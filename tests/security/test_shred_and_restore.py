@@ -11,6 +11,7 @@ would do), which the service's in-memory copy of the ledger must still catch.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import secrets
 import stat
@@ -60,7 +61,8 @@ def own_env(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, 
 def pulseseal(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "pulseseal", *args],
-        env={**_base_env(), **env},
+        # The whole environment: a run with other servers (PULSESEAL_*_URL) must reach the same ones.
+        env={**os.environ, **env},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -69,12 +71,6 @@ def pulseseal(env: dict[str, str], *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("PULSESEAL_")}
 
 
 def _settings(env: dict[str, str]) -> Settings:
