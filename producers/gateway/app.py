@@ -85,6 +85,7 @@ def create_app(intake: EventIntake) -> FastAPI:
         "/v1/events",
         status_code=202,
         response_model=AcceptedBody,
+        response_description="Accepted: the broker confirmed every event of the request.",
         summary="Submit health events",
         description="One event (JSON object), a JSON array of events, or NDJSON; at most 1000 events and "
         "1 MiB. Every event's `user_id` must be the token's `sub`. Answered 202 only after the broker "
@@ -98,7 +99,7 @@ def create_app(intake: EventIntake) -> FastAPI:
             422: {"model": ErrorsBody, "description": "Invalid events; nothing was published."},
             503: {"model": ProblemBody, "description": "Broker down or slow; retry after `Retry-After`."},
         },
-        openapi_extra={"requestBody": _request_body_doc()},
+        openapi_extra={"requestBody": _request_body_doc(), "security": [{"userToken": []}]},
     )
     async def post_events(request: Request) -> Response:
         started = time.perf_counter()
@@ -227,5 +228,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(event_schema.pop("$defs", {}))
     components["HealthEvent"] = event_schema
+    schema["components"]["securitySchemes"] = {
+        "userToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "The user's JWT: HS256 with the gateway secret or a key of the JWKS file; "
+            "its `sub` is the user id every event must carry, its `aud` PULSESEAL_GATEWAY_JWT_AUDIENCE.",
+        }
+    }
     app.openapi_schema = schema
     return schema

@@ -66,9 +66,9 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> None
     finally:
         run_cmd.stop_all(children)
     console.print(
-        f"\n[bold green]Demo finished in {time.monotonic() - started:.0f} s.[/] The servers keep running; "
-        "stop them with [bold]pulseseal services down[/] (or make services-down)."
+        f"\n[bold green]Demo finished in {time.monotonic() - started:.0f} s.[/] The servers keep running."
     )
+    console.print("Stop them with [bold]pulseseal services down[/] (or [bold]make services-down[/]).")
 
 
 def _start_pipeline(settings: Settings, children: Children, log_dir: Path, console: Console) -> None:
@@ -81,13 +81,14 @@ def _start_pipeline(settings: Settings, children: Children, log_dir: Path, conso
         log.unlink(missing_ok=True)
         children.append((name, run_cmd.spawn(name, log=log)))
         run_cmd.wait_healthy(name, health, children[-1][1])
-        console.print(f"  {name}: started at {url} (log: {_shown(log)})")
+        console.print(f"  {name}: started at {url}")
     # Always one encryptor of our own: a second one next to a running pipeline only shares the work.
     log = log_dir / "demo-encryptor.log"
     log.unlink(missing_ok=True)
     children.append(("encryptor", run_cmd.spawn("encryptor", "--metrics-port", "0", log=log)))
     _wait_for_log(log, "encryptor ready", children[-1][1])
-    console.print(f"  encryptor: started (log: {_shown(log)})")
+    console.print("  encryptor: started")
+    show.line(console, f"logs: {_shown(log_dir)}/demo-<component>.log")
 
 
 async def _main(settings: Settings, options: DemoOptions, run_id: str, console: Console) -> None:

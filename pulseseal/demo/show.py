@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
+import textwrap
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +19,13 @@ from rich.table import Table
 from pulseseal.demo.traffic import SendReport
 
 STEPS = 7
+
+
+def line(console: Console, text: str) -> None:
+    """Plain text (never markup: it may come from a command's output), indented two columns; a line
+    too long for the terminal wraps, its continuation indented further."""
+    for part in textwrap.wrap(text, width=console.width, initial_indent="  ", subsequent_indent="    "):
+        console.print(part, markup=False, highlight=False)
 
 
 def step(console: Console, number: int, title: str, command: str) -> None:
@@ -72,8 +80,8 @@ def replay_result(
 ) -> None:
     """Step 6: what the replay printed and whether it equals what was sent."""
     lines = result.stdout.splitlines()
-    for line in result.stderr.strip().splitlines()[-2:]:
-        console.print(f"  {line}")
+    for text in result.stderr.strip().splitlines()[-2:]:
+        line(console, text)
     console.print(f"  {len(lines)} events replayed (expected {expected}); first one:")
     if lines:
         console.print(f"  [dim]{_clip(lines[0], 76)}[/]")
@@ -89,8 +97,8 @@ def command_output(console: Console, result: subprocess.CompletedProcess[str]) -
     try:
         answer = json.loads(text)
     except ValueError:
-        for line in text.splitlines():
-            console.print(f"  {line}")
+        for output in text.splitlines():
+            line(console, output)
         return
     for name, value in answer.items():
         console.print(f"  {name:<20} {_clip(str(value), 56)}")
@@ -99,8 +107,8 @@ def command_output(console: Console, result: subprocess.CompletedProcess[str]) -
 def after_shred(console: Console, result: subprocess.CompletedProcess[str], user: str) -> None:
     """Step 7, second half: a replay of the shredded user opens nothing."""
     console.print(f'  [dim]$ pulseseal replay --user-id {user} --purpose "demo: verify erasure"[/]')
-    for line in result.stderr.strip().splitlines():
-        console.print(f"  {line}")
+    for text in result.stderr.strip().splitlines():
+        line(console, text)
     opened = len(result.stdout.splitlines())
     verdict = "[green]nothing can be opened any more ✓[/]" if opened == 0 else f"[red]{opened} opened ✗[/]"
     console.print(f"  after the shred: {verdict} (exit code {result.returncode})")

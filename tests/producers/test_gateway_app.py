@@ -237,12 +237,18 @@ async def test_healthz_is_200_while_the_broker_is_reachable(gateway: httpx.Async
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
-async def test_openapi_documents_the_endpoint_and_the_event_schema(gateway: httpx.AsyncClient) -> None:
+async def test_openapi_documents_the_endpoint_the_event_schema_and_the_token(
+    gateway: httpx.AsyncClient,
+) -> None:
     document = (await gateway.get("/openapi.json")).json()
     operation = document["paths"]["/v1/events"]["post"]
     assert set(operation["requestBody"]["content"]) == {"application/json", "application/x-ndjson"}
     assert {"202", "401", "403", "413", "422", "503"} <= set(operation["responses"])
     assert "HeartRateEvent" in document["components"]["schemas"]
+    # The bearer user token is declared, so generated clients send it.
+    assert operation["security"] == [{"userToken": []}]
+    scheme = document["components"]["securitySchemes"]["userToken"]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
     refs = json.dumps(document)
     assert "#/$defs/" not in refs  # every reference resolves inside the document
 

@@ -34,6 +34,7 @@ def test_the_demo_runs_every_step_and_verifies_replay_and_shred(pipeline_env: di
     assert "identical to what was sent ✓" in out
     assert "nothing can be opened any more ✓" in out
     assert "Demo finished" in out
+    assert "Stop them with pulseseal services down" in out  # one line, never split mid-command
     # The demo's own output stays within 80 columns.
     assert max(len(line) for line in out.splitlines()) <= 80
 
