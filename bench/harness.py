@@ -82,12 +82,20 @@ class BenchContext:
         settings: Server URLs and the rest (`PULSESEAL_*`).
         seed: Seed of every random workload, so two runs measure the same events.
         progress: Where one-line progress messages go.
+        events: Events of the drain's workload (scenarios 3 and 4); `None` for the default of the mode.
     """
 
     def __init__(
-        self, *, quick: bool, settings: Settings, seed: int, progress: Callable[[str], None]
+        self,
+        *,
+        quick: bool,
+        settings: Settings,
+        seed: int,
+        progress: Callable[[str], None],
+        events: int | None = None,
     ) -> None:
         self.quick = quick
+        self.events = events
         self.settings = settings
         self.seed = seed
         self._progress = progress
@@ -157,6 +165,7 @@ async def run_bench(
     settings: Settings,
     seed: int = 7,
     progress: Callable[[str], None] = lambda _: None,
+    events: int | None = None,
 ) -> BenchReport:
     """Run `specs` in order in this process and judge the targets on what they measured."""
     report = BenchReport(
@@ -166,7 +175,7 @@ async def run_bench(
         load_start=machine.load_average(),
     )
     started = time.perf_counter()
-    ctx = BenchContext(quick=quick, settings=settings, seed=seed, progress=progress)
+    ctx = BenchContext(quick=quick, settings=settings, seed=seed, progress=progress, events=events)
     try:
         for spec in specs:
             report.scenarios.append(await _run_one(spec, ctx))

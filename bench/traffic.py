@@ -85,12 +85,13 @@ USERS = 10_000
 
 @asynccontextmanager
 async def _workload(ctx: BenchContext) -> AsyncIterator[Workload]:
-    events = ctx.pick(quick=10_000, full=200_000)
+    events = ctx.events or ctx.pick(quick=10_000, full=200_000)
     yield await asyncio.to_thread(make_workload, events, USERS, ctx.seed)
 
 
 def shared_workload(ctx: BenchContext) -> AbstractAsyncContextManager[Workload]:
-    """The opener for `ctx.shared("workload", ...)`: the drain's events (quick 10k, full 200k; 10k users)."""
+    """The opener for `ctx.shared("workload", ...)`: the drain's events (`--events`, else quick 10k,
+    full 200k; 10k users)."""
     return _workload(ctx)
 
 

@@ -1,4 +1,4 @@
-"""`pulseseal bench [--quick] [--json FILE] [--scenario ID]...`: the benchmark of issue 7.
+"""`pulseseal bench [--quick] [--json FILE] [--scenario ID]... [--events N]`: the benchmark of issue 7.
 
 Runs the scenarios of `bench.harness.SCENARIOS` in this one process against the local servers, prints a
 table per scenario and the targets, and optionally writes the same as JSON. Exit 0 when every scenario
@@ -21,6 +21,7 @@ from rich.console import Console
 
 from pulseseal.cli.errors import CliError, ExitCode
 from pulseseal.settings import Settings, load_settings, redact_url
+from schemas import MAX_BATCH_EVENTS  # the drain's messages are full batches (bench.traffic)
 
 HELP = "Run the benchmark (seal, key service, ...) and print figures, ratios and targets."
 
@@ -36,6 +37,14 @@ def bench(
         list[str] | None,
         typer.Option("--scenario", help="Run only this scenario (id or number); repeatable."),
     ] = None,
+    events: Annotated[
+        int | None,
+        typer.Option(
+            "--events",
+            help="Events of the end-to-end and scale-out drains, a multiple of 1000 "
+            "(default 200000; 10000 with --quick).",
+        ),
+    ] = None,
 ) -> int:
     """Run the benchmark and print its tables."""
     # Imported here: the competitors' libraries are heavy and only the benchmark needs them.
@@ -50,6 +59,10 @@ def bench(
         specs = harness.select(scenario or [])
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if events is not None and (events < MAX_BATCH_EVENTS or events % MAX_BATCH_EVENTS):
+        raise CliError(
+            f"--events must be a positive multiple of {MAX_BATCH_EVENTS} (whole messages), not {events}"
+        )
     if json_path is not None and not json_path.parent.is_dir():
         raise CliError(f"cannot write {json_path}: no such directory")
     settings = load_settings()
@@ -60,6 +73,7 @@ def bench(
             specs,
             quick=quick,
             settings=settings,
+            events=events,
             progress=lambda line: err.print(f"[dim]{line}[/]", highlight=False),
         )
     )

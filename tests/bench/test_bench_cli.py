@@ -100,3 +100,12 @@ def test_a_json_file_in_a_missing_directory_is_refused_before_running(tmp_path: 
     result = pulseseal("bench", "--scenario", "e2e", "--json", str(tmp_path / "missing" / "out.json"))
     assert result.returncode == 2
     assert "no such directory" in result.stderr
+
+
+@pytest.mark.parametrize("events", ["1500", "0", "-1000"])
+def test_events_that_are_not_whole_messages_are_refused_before_running(events: str) -> None:
+    result = pulseseal("bench", "--scenario", "e2e", "--events", events)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"pulseseal: --events must be a positive multiple of 1000 (whole messages), not {events}"
+    ]

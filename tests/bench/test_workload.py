@@ -8,7 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bench.harness import BenchContext
+from bench.traffic import USERS as DRAIN_USERS
+from bench.traffic import shared_workload
 from bench.workload import TYPE_WEIGHTS, realistic_events, sized_events
+from pulseseal.settings import Settings
 from schemas import canonical_json, validate_event
 
 USERS = [f"user-{n:03d}" for n in range(50)]
@@ -42,3 +46,17 @@ def test_a_size_out_of_reach_is_refused() -> None:
         sized_events(10, 100, USERS, random.Random(4), now=NOW)
     with pytest.raises(ValueError, match="cannot be made exactly"):
         sized_events(1, 64 * 1024, USERS, random.Random(4), now=NOW)
+
+
+@pytest.mark.parametrize(("quick", "events", "expected"), [(True, None, 10_000), (True, 3000, 3000)])
+async def test_the_drain_workload_has_the_events_asked_for(
+    quick: bool, events: int | None, expected: int
+) -> None:
+    ctx = BenchContext(quick=quick, settings=Settings(), seed=7, progress=lambda _: None, events=events)
+    try:
+        workload = await ctx.shared("workload", shared_workload)
+        assert len(workload.lines) == expected
+        assert workload.users == DRAIN_USERS
+        assert len(workload.batches()) == expected // 1000
+    finally:
+        await ctx.aclose()
