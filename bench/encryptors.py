@@ -30,7 +30,7 @@ from bench.scratch import Scratch
 from bench.traffic import Message, Workload, publish
 
 # Every scrape costs the encryptor CPU it would otherwise spend on the drain (a thread and a connection
-# per request in prometheus-client's server; 13 % of the encryptor's samples in a py-spy profile at
+# per request in prometheus-client's server; 19 % of the encryptor's samples in a py-spy profile at
 # 0.05 s): 0.1 s halves that and still times a 25 s drain to 0.4 %. Production scrapes every 15 s.
 POLL_S = 0.1
 _PORT = re.compile(r'"msg": "metrics on port (\d+)"')
