@@ -57,6 +57,13 @@ def summary(console: Console, report: SendReport, stored: dict[str, float], sent
         table.add_row("latency send → sealed, p99", f"{latencies[int(0.99 * (len(latencies) - 1))]:,.0f} ms")
     table.add_row("HTTP answers", ", ".join(f"{code}: {n}" for code, n in sorted(report.statuses.items())))
     console.print(table)
+    # Without this a newcomer reads a 1-2 s p50 as the pipeline's latency: it is mostly queueing.
+    line(
+        console,
+        "Traffic is sent as fast as the gateway takes it, faster than one encryptor "
+        "stores it here, so latency includes waiting in the queue (docs/benchmarks.md, "
+        "scenario 3: latency at a steady load).",
+    )
 
 
 def sealed_next_to_event(console: Console, event: dict[str, Any], document: dict[str, Any]) -> None:
