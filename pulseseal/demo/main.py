@@ -93,6 +93,7 @@ def _use_demo_database(settings: Settings, console: Console) -> Settings:
         client.close()
     os.environ["PULSESEAL_MONGO_DB"] = database  # the encryptor and the replays inherit it
     show.line(console, f"sealed documents: database {database} (emptied at the start of every demo)")
+    show.line(console, f"to replay them yourself afterwards: export PULSESEAL_MONGO_DB={database}")
     return settings.model_copy(update={"mongo_db": database})
 
 
