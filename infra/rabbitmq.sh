@@ -94,12 +94,36 @@ cmd_down() {
     fi
 }
 
-# ctl ARGS...: rabbitmqctl against our node (it needs our node name and the Erlang cookie in $DIR).
+# other_node: "NODE HOME" of a RabbitMQ node that listens on our port but was started from another home
+# (another checkout, a CI clone: `up` then says "not started by us — using it"), read from the
+# listener's environment: its node name, and its HOME, where its Erlang cookie is. Prints nothing when
+# that cannot be read (not our user, not a node started with RABBITMQ_NODENAME, no cookie).
+other_node() {
+    local pid node home
+    command -v ss >/dev/null || return 0
+    pid="$(ss -Hltnp "sport = :$PORT" 2>/dev/null |
+        sed -n 's/.*users:(("beam.smp",pid=\([0-9]*\).*/\1/p' | head -n 1)"
+    [ -n "$pid" ] && [ -r "/proc/$pid/environ" ] || return 0
+    node="$(tr '\0' '\n' <"/proc/$pid/environ" | sed -n 's/^RABBITMQ_NODENAME=//p' | head -n 1)"
+    home="$(tr '\0' '\n' <"/proc/$pid/environ" | sed -n 's/^HOME=//p' | head -n 1)"
+    if [ -n "$node" ] && [ -n "$home" ] && [ -r "$home/.erlang.cookie" ]; then
+        echo "$node $home"
+    fi
+}
+
+# ctl ARGS...: rabbitmqctl against our node (it needs our node name and the Erlang cookie in $DIR), or
+# against the node of another home that serves our port, when its name and cookie can be read.
 cmd_ctl() {
-    ps_pid_alive "$PIDFILE" >/dev/null ||
+    local other
+    if ps_pid_alive "$PIDFILE" >/dev/null; then
+        rmq_env
+        exec "$RMQ_BIN/rabbitmqctl" -q -n "$NODE" "$@"
+    fi
+    other="$(other_node)"
+    [ -n "$other" ] ||
         die "no RabbitMQ node of ours runs for port $PORT — rabbitmqctl needs the node that \`pulseseal services up\` started"
-    rmq_env
-    exec "$RMQ_BIN/rabbitmqctl" -q -n "$NODE" "$@"
+    export HOME="${other#* }"
+    exec "$RMQ_BIN/rabbitmqctl" -q -n "${other%% *}" "$@"
 }
 
 cmd_status() {

@@ -14,9 +14,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from tests.isolation import INFRA
 
 PORT_VARIABLE = {
     "rabbitmq": "PULSESEAL_RABBITMQ_PORT",
@@ -151,3 +153,25 @@ def test_one_service_up_status_down(spare_env: dict[str, str], service: str) -> 
     assert again.returncode == 0
     assert "nothing of ours to stop" in again.stdout
     assert (home / "credentials" / "callers.json").is_file()
+
+
+@pytest.mark.integration
+def test_rabbitmqctl_reaches_a_node_started_from_another_home(isolated_amqp_url: str, tmp_path: Path) -> None:
+    # A second checkout (a CI clone) sharing the servers of the first: the node on the port is not of
+    # this home, and `ctl` (which the tests use to make their virtual hosts) must still reach it.
+    env = {
+        **os.environ,
+        "PULSESEAL_HOME": str(tmp_path / "another-home"),
+        "PULSESEAL_RABBITMQ_PORT": str(urlsplit(isolated_amqp_url).port or 5672),
+    }
+    result = subprocess.run(
+        ["bash", str(INFRA / "rabbitmq.sh"), "ctl", "list_vhosts"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert unquote(urlsplit(isolated_amqp_url).path.lstrip("/")) in result.stdout.split()
+    assert not (tmp_path / "another-home" / "rabbitmq").exists()  # nothing started or written there
