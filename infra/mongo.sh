@@ -29,7 +29,7 @@ cmd_up() {
     rc=0
     what="$(ps_probe mongo "$PORT" 2>&1)" || rc=$?
     if [ "$rc" -eq 0 ]; then
-        say "$NAME: port $PORT already answers as $what, not started by us — using it"
+        say "$NAME: using $what on port $PORT (not started by us)"
         return 0
     elif [ "$rc" -ne 1 ]; then
         die "port $PS_HOST:$PORT is taken$(ps_port_owner "$PORT"), which is not a MongoDB-compatible server — free it or set PULSESEAL_MONGO_PORT"

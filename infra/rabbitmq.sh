@@ -62,7 +62,7 @@ cmd_up() {
     rc=0
     what="$(ps_probe amqp "$PORT" 2>&1)" || rc=$?
     if [ "$rc" -eq 0 ]; then
-        say "$NAME: port $PORT already answers as $what, not started by us — using it"
+        say "$NAME: using $what on port $PORT (not started by us)"
         return 0
     elif [ "$rc" -ne 1 ]; then
         die "port $PS_HOST:$PORT is taken$(ps_port_owner "$PORT"), which is not RabbitMQ — free it or set PULSESEAL_RABBITMQ_PORT"
@@ -95,7 +95,7 @@ cmd_down() {
 }
 
 # other_node: "NODE HOME" of a RabbitMQ node that listens on our port but was started from another home
-# (another checkout, a CI clone: `up` then says "not started by us — using it"), read from the
+# (another checkout, a CI clone: `up` then says "using ... (not started by us)"), read from the
 # listener's environment: its node name, and its HOME, where its Erlang cookie is. Prints nothing when
 # that cannot be read (not our user, not a node started with RABBITMQ_NODENAME, no cookie).
 other_node() {

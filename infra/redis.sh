@@ -41,7 +41,7 @@ cmd_up() {
     fi
     if answers_pong; then
         aof_on || die "the Redis on $PS_HOST:$PORT (not ours) has appendonly off — the key store needs AOF; stop it or run: redis-cli -p $PORT config set appendonly yes"
-        say "$NAME: port $PORT already answers as Redis with appendonly yes, not started by us — using it"
+        say "$NAME: using Redis (appendonly yes) on port $PORT (not started by us)"
         return 0
     fi
     ps_port_open "$PORT" && die "port $PS_HOST:$PORT is taken$(ps_port_owner "$PORT"), which is not Redis — free it or set PULSESEAL_KEYSTORE_REDIS_PORT"

@@ -119,3 +119,16 @@ def services(action: str, *names: str) -> None:
     )
     if result.returncode != 0:
         raise AssertionError(f"services {action} {' '.join(names)} failed:\n{result.stdout}\n{result.stderr}")
+    if action == "down":
+        require_stopped(result.stdout, names)
+
+
+def require_stopped(output: str, names: tuple[str, ...]) -> None:
+    """Fail unless `services down` really stopped each server: one that this home did not start (another
+    checkout's) is left running, and a fault test would then pass without its fault."""
+    for name in names:
+        if f"{name}: stopped" not in output:
+            raise AssertionError(
+                f"{name} was not stopped, so this fault test cannot inject its fault: the server on its port "
+                f"was not started from this checkout's PULSESEAL_HOME (stop that one first):\n{output}"
+            )

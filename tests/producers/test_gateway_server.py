@@ -16,6 +16,7 @@ import pytest
 
 from pulseseal.cli.gateway import listening_socket
 from tests.factories import valid_event
+from tests.processes import require_stopped
 from tests.producers.helpers import (
     PULSESEAL,
     ROOT,
@@ -144,9 +145,16 @@ def test_a_missing_secret_file_is_one_clear_line_and_exit_2(broker: str, tmp_pat
 
 
 def services(action: str) -> None:
-    subprocess.run(
-        [PULSESEAL, "services", action, "rabbitmq"], cwd=ROOT, capture_output=True, timeout=180, check=True
+    result = subprocess.run(
+        [PULSESEAL, "services", action, "rabbitmq"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
     )
+    if action == "down":
+        require_stopped(result.stdout, ("rabbitmq",))
 
 
 @pytest.mark.slow
