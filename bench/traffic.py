@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 
 from bench.harness import BenchContext
-from bench.workload import realistic_events
+from pulseseal import synthetic
 from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON, declare_topology, routing_key_for
 from schemas import MAX_BATCH_EVENTS, HealthEvent, parse_event
 
@@ -67,7 +67,7 @@ class Workload:
 def make_workload(n: int, users: int, seed: int, *, now: datetime | None = None) -> Workload:
     """`n` events of `users` users (`user-00000` …), the realistic mix, reproducible from `seed`.
 
-    Times fall in the week before `now` (default: an hour ago, well inside the 24 h future bound).
+    Times fall in the 23 hours before `now` (default: an hour ago, well inside the 24 h future bound).
     """
     rng = random.Random(seed)
     names = [f"user-{i:05d}" for i in range(users)]
@@ -75,7 +75,7 @@ def make_workload(n: int, users: int, seed: int, *, now: datetime | None = None)
     lines: list[bytes] = []
     # In chunks, so the dicts of a 200k-event workload never exist all at once.
     for start in range(0, n, 10_000):
-        chunk = realistic_events(min(10_000, n - start), names, rng, now=end)
+        chunk = synthetic.events(min(10_000, n - start), names, rng, now=end)
         lines.extend(json.dumps(event, separators=(",", ":")).encode() for event in chunk)
     return Workload(lines, users)
 

@@ -1,35 +1,22 @@
-"""Synthetic health events for the benchmark (no test helpers: the bench ships without `tests/`).
+"""Health events of an exact size for the seal benchmark.
 
-`realistic_events` is the type mix of everyday traffic (wearables stream heart rate and steps, people log
-the rest), as JSON-ready dicts. `sized_events` gives validated events whose canonical JSON is exactly a
-target size: about 300 bytes (the realistic mix, device names padded) or a few KiB (migraine attacks with
-long multilingual notes), so each seal comparison runs on equal plaintexts. Everything comes from the
-`random.Random` given, so a seed gives the same events for the same `now`.
+The realistic mix of everyday traffic is `pulseseal.synthetic` (the demo's and the soak's too).
+`sized_events` turns it into validated events whose canonical JSON is exactly a target size: about 300
+bytes (the realistic mix, device names padded) or a few KiB (migraine attacks with long multilingual
+notes), so each seal comparison runs on equal plaintexts. Everything comes from the `random.Random`
+given, so a seed gives the same events for the same `now`.
 """
 
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Final
+from datetime import datetime, timedelta
+from typing import Any
 
-from schemas import EVENT_TYPES, HealthEvent, canonical_json, validate_event
+from pulseseal import synthetic
+from schemas import HealthEvent, canonical_json, validate_event
 
-TYPE_WEIGHTS: Final[dict[str, int]] = {
-    "heart_rate": 55,
-    "steps": 20,
-    "spo2": 10,
-    "sleep": 10,
-    "medication": 3,
-    "migraine_attack": 2,
-}
-if set(TYPE_WEIGHTS) != set(EVENT_TYPES):  # a new event type must be given a share here
-    raise RuntimeError("bench.workload.TYPE_WEIGHTS does not cover schemas.EVENT_TYPES")
-
-_OFFSETS = (timedelta(0), timedelta(hours=1), timedelta(hours=-5), timedelta(hours=5, minutes=30))
-_DEVICES = ("Pulse Band 2", "Fitbit Charge 6", "Apple Watch Series 9", "Withings ScanWatch")
 _TRIGGERS = (
     "bright light",
     "poor sleep",
@@ -52,7 +39,6 @@ _TRIGGERS = (
     "intense workout in a hot, humid gym without air conditioning",
     "flickering LED lights in the supermarket aisle",
 )
-_MEDICATIONS = (("Sumatriptan", 50.0), ("Ibuprofen", 400.0), ("Paracetamol", 1000.0), ("Magnesium", None))
 # Notes as people type them into a diary app, in several languages: multi-byte UTF-8 on purpose, so a
 # 4 KiB plaintext fits the 2000-character limit of `notes`.
 _NOTES = (
@@ -71,63 +57,6 @@ MAX_DEVICE = 128
 MAX_NOTES = 2000
 
 
-def realistic_events(
-    n: int,
-    users: Sequence[str],
-    rng: random.Random,
-    *,
-    now: datetime | None = None,
-    span: timedelta = timedelta(days=7),
-) -> list[dict[str, Any]]:
-    """`n` valid events of `users`, types mixed as in `TYPE_WEIGHTS`, at times in `[now - span, now)`."""
-    end = now if now is not None else datetime.now(UTC)
-    types, weights = list(TYPE_WEIGHTS), list(TYPE_WEIGHTS.values())
-    span_us = int(span / timedelta(microseconds=1))
-    events = []
-    for type_ in rng.choices(types, weights=weights, k=n):
-        occurred = end - timedelta(microseconds=rng.randrange(1, span_us))
-        occurred = occurred.astimezone(timezone(rng.choice(_OFFSETS)))
-        event: dict[str, Any] = {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "user_id": rng.choice(users),
-            "type": type_,
-            "occurred_at": occurred.isoformat(),
-            "data": _data(type_, occurred, rng),
-        }
-        if rng.random() < 0.9:
-            kind = "wearable" if type_ in ("heart_rate", "steps", "spo2", "sleep") else "app"
-            event["source"] = {"kind": kind, "device": rng.choice(_DEVICES)}
-        events.append(event)
-    return events
-
-
-def _data(type_: str, occurred: datetime, rng: random.Random) -> dict[str, Any]:
-    if type_ == "heart_rate":
-        return {"bpm": max(20, min(300, round(rng.gauss(74, 14))))}
-    if type_ == "steps":
-        period = rng.choice((60, 300, 900, 3600))
-        return {"count": min(100_000, int(rng.expovariate(1 / (period * 1.2)))), "period_s": period}
-    if type_ == "spo2":
-        return {"percent": round(rng.uniform(92.0, 100.0), 1)}
-    if type_ == "sleep":
-        return {"stage": rng.choice(("awake", "light", "deep", "rem")), "duration_s": rng.randint(60, 7200)}
-    if type_ == "migraine_attack":
-        ended = occurred + timedelta(minutes=rng.randint(30, 1440)) if rng.random() < 0.8 else None
-        data: dict[str, Any] = {
-            "severity": rng.randint(0, 10),
-            "aura": rng.random() < 0.3,
-            "ended_at": None if ended is None else ended.isoformat(),
-            "triggers": rng.sample(_TRIGGERS[:6], rng.randint(0, 3)),
-        }
-        if rng.random() < 0.5:
-            data["notes"] = "Light-sensitive, lay down in a dark room."
-        return data
-    if type_ == "medication":
-        name, dose = rng.choice(_MEDICATIONS)
-        return {"name": name, "dose_mg": dose}
-    raise KeyError(type_)
-
-
 def sized_events(
     n: int, size: int, users: Sequence[str], rng: random.Random, *, now: datetime | None = None
 ) -> list[HealthEvent]:
@@ -139,14 +68,14 @@ def sized_events(
     Raises:
         ValueError: `size` cannot be reached within the field limits of contract §3.
     """
+    events = synthetic.events(n, users, rng, now=now)
     if size <= 512:
-        return [_pad_device(event, size) for event in realistic_events(n, users, rng, now=now)]
-    return [_migraine_of_size(event, size, rng) for event in realistic_events(n, users, rng, now=now)]
+        return [_pad_device(event, size) for event in events]
+    return [_migraine_of_size(event, size, rng) for event in events]
 
 
 def _pad_device(event: dict[str, Any], size: int) -> HealthEvent:
-    kind = "wearable" if event["type"] in ("heart_rate", "steps", "spo2", "sleep") else "app"
-    source = event.setdefault("source", {"kind": kind, "device": ""})
+    source = event["source"]  # every synthetic event has one
     missing = size - len(canonical_json(validate_event(event)))
     if missing < 0 and event["type"] == "migraine_attack":  # the one type that can outgrow 300 bytes
         event["data"].pop("notes", None)
@@ -166,7 +95,7 @@ _DEVICE_DETAIL = " / firmware 4.2.1-build.20261118 / serial " + "PB2X7Q9K4M1N8R3
 def _migraine_of_size(event: dict[str, Any], size: int, rng: random.Random) -> HealthEvent:
     occurred = datetime.fromisoformat(event["occurred_at"])
     event["type"] = "migraine_attack"
-    event["source"] = {"kind": "app", "device": rng.choice(_DEVICES)}
+    event["source"] = {"kind": "app", "device": rng.choice(synthetic.DEVICES)}
     event["data"] = {
         "severity": rng.randint(3, 10),
         "aura": rng.random() < 0.3,

@@ -19,14 +19,15 @@ def session_tag() -> str:
     return f"t{secrets.token_hex(4)}"
 
 
-def rabbitmqctl(*args: str) -> str:
-    """Run `rabbitmqctl` against the local PulseSeal node (through infra/rabbitmq.sh).
+def rabbitmqctl(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run `rabbitmqctl` against the local PulseSeal node (through infra/rabbitmq.sh), in `env` if given.
 
     Raises:
         RuntimeError: the command failed (its stderr is in the message; it holds no event data).
     """
     result = subprocess.run(
         ["bash", str(INFRA / "rabbitmq.sh"), "ctl", *args],
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,

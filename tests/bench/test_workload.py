@@ -11,22 +11,13 @@ import pytest
 from bench.harness import BenchContext
 from bench.traffic import USERS as DRAIN_USERS
 from bench.traffic import shared_workload
-from bench.workload import TYPE_WEIGHTS, realistic_events, sized_events
+from bench.workload import sized_events
 from pulseseal.settings import Settings
-from schemas import canonical_json, validate_event
+from pulseseal.synthetic import TYPE_WEIGHTS
+from schemas import canonical_json
 
 USERS = [f"user-{n:03d}" for n in range(50)]
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-
-
-def test_the_realistic_mix_is_valid_and_reproducible() -> None:
-    first = realistic_events(2000, USERS, random.Random(1), now=NOW)
-    again = realistic_events(2000, USERS, random.Random(1), now=NOW)
-    assert first == again
-    assert all(validate_event(event, now=NOW) for event in first)
-    counts = Counter(event["type"] for event in first)
-    assert set(counts) == set(TYPE_WEIGHTS)
-    assert counts["heart_rate"] > counts["steps"] > counts["migraine_attack"]
 
 
 @pytest.mark.parametrize("size", [300, 4096])

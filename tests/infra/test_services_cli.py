@@ -18,7 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from tests.isolation import INFRA
+from pulseseal.soak.servers import spare_amqp_port
+from tests.isolation import rabbitmqctl
 
 PORT_VARIABLE = {
     "rabbitmq": "PULSESEAL_RABBITMQ_PORT",
@@ -40,33 +41,14 @@ def pulseseal(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
-def _is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def spare_port() -> int:
-    """A free port below 45536 whose +20000 neighbour (RabbitMQ's distribution port) is free too."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 45536)
-        if _is_free(port) and _is_free(port + 20000):
-            return port
-    raise AssertionError("no spare port pair found")
-
-
 @pytest.fixture
 def spare_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """An environment for a second, private instance: its own home and ports. Stops it afterwards."""
     env = {
         **os.environ,
         "PULSESEAL_HOME": str(tmp_path / "home"),
-        "PULSESEAL_FERRETDB_DEBUG_ADDR": f"127.0.0.1:{spare_port()}",
-        **{variable: str(spare_port()) for variable in PORT_VARIABLE.values()},
+        "PULSESEAL_FERRETDB_DEBUG_ADDR": f"127.0.0.1:{spare_amqp_port(random.Random())}",
+        **{variable: str(spare_amqp_port(random.Random())) for variable in PORT_VARIABLE.values()},
     }
     yield env
     pulseseal("services", "down", env=env)
@@ -164,14 +146,6 @@ def test_rabbitmqctl_reaches_a_node_started_from_another_home(isolated_amqp_url:
         "PULSESEAL_HOME": str(tmp_path / "another-home"),
         "PULSESEAL_RABBITMQ_PORT": str(urlsplit(isolated_amqp_url).port or 5672),
     }
-    result = subprocess.run(
-        ["bash", str(INFRA / "rabbitmq.sh"), "ctl", "list_vhosts"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert unquote(urlsplit(isolated_amqp_url).path.lstrip("/")) in result.stdout.split()
+    vhosts = rabbitmqctl("list_vhosts", env=env).split()
+    assert unquote(urlsplit(isolated_amqp_url).path.lstrip("/")) in vhosts
     assert not (tmp_path / "another-home" / "rabbitmq").exists()  # nothing started or written there

@@ -3,6 +3,7 @@ end of the session), throwaway credentials, a ready service, and clients talking
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from keyservice.app import create_app
 from keyservice.bootstrap import ServiceOptions, open_service
 from keyservice.client import KeyServiceClient
 from keyservice.service import KeyService
+from keyservice.store import KeyStore
 from keyservice.wrapping import MasterKey
 from tests.keyservice.helpers import Credentials, make_credentials
 
@@ -47,6 +49,20 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def master() -> MasterKey:
+    """A random master key."""
+    return MasterKey(os.urandom(32))
+
+
+@pytest.fixture
+async def store(redis: Redis, prefix: str, master: MasterKey) -> KeyStore:
+    """A key store on this test's prefix, under `master`."""
+    store = KeyStore(redis, master, prefix=prefix)
+    await store.check_master()
+    return store
 
 
 @pytest.fixture

@@ -19,18 +19,6 @@ from keyservice.wrapping import MasterKey
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def master() -> MasterKey:
-    return MasterKey(os.urandom(32))
-
-
-@pytest.fixture
-async def store(redis: Redis, prefix: str, master: MasterKey) -> KeyStore:
-    store = KeyStore(redis, master, prefix=prefix)
-    await store.check_master()
-    return store
-
-
 async def _wipe(redis: Redis, prefix: str) -> None:
     async for name in redis.scan_iter(match=f"{prefix}*"):
         await redis.delete(name)

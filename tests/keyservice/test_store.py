@@ -28,18 +28,6 @@ from tests.keyservice.helpers import ROOT
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def master() -> MasterKey:
-    return MasterKey(os.urandom(32))
-
-
-@pytest.fixture
-async def store(redis: Redis, prefix: str, master: MasterKey) -> KeyStore:
-    store = KeyStore(redis, master, prefix=prefix)
-    await store.check_master()
-    return store
-
-
 def raw(key: object) -> bytes:
     return base64.b64decode(key.b64())  # type: ignore[attr-defined]
 
