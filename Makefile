@@ -53,10 +53,10 @@ soak: install  ## 10 minutes of traffic under faults on its own servers, then lo
 	$(BIN)/pulseseal soak --duration $(or $(SOAK_DURATION),600) --json $(PULSESEAL_HOME)/soak/last-report.json
 
 docs: install  ## regenerate the generated documents (README settings table, JSON Schema, OpenAPI, AsyncAPI)
-	$(BIN)/python -m pulseseal.docgen
+	$(BIN)/python -m shell.docgen
 
 docs-check: install  ## fail when a generated document is stale (part of `make test`)
-	$(BIN)/python -m pulseseal.docgen --check
+	$(BIN)/python -m shell.docgen --check
 
 clean:  ## remove the virtualenv and caches (service data in $(PULSESEAL_HOME) stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -82,7 +82,7 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
     settings = ctx.settings
     events = len(workload.lines)
     result.notes.append(
-        f"{events:,} events of {workload.users:,} users (mix of pulseseal.synthetic, ~"
+        f"{events:,} events of {workload.users:,} users (mix of shell.synthetic, ~"
         f"{sum(map(len, workload.lines)) // events} B of JSON each), 1000 per NDJSON message; encryptor "
         f"defaults: batches of {settings.batch_max_events} events, {settings.batch_max_ms} ms, prefetch "
         f"{settings.prefetch}, {settings.flushes_in_flight} flushes in flight; journaled write concern"

@@ -22,9 +22,9 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from bench.harness import BenchContext
 from pulseseal import mongo
-from pulseseal.services import infra_dir
 from pulseseal.settings import Settings
 from pulseseal.topology import DEAD_QUEUE, SEAL_QUEUE, declare_topology
+from shell.devservices import infra_dir
 
 
 def rabbitmqctl(*args: str) -> None:

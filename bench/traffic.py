@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 
 from bench.harness import BenchContext
-from pulseseal import synthetic
 from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON, declare_topology, routing_key_for
 from schemas import MAX_BATCH_EVENTS, HealthEvent, parse_event
+from shell import synthetic
 
 # NDJSON messages carry this many events, the most a message may hold (contract §4), as the importer
 # sends them.

@@ -1,6 +1,6 @@
 """Health events of an exact size for the seal benchmark.
 
-The realistic mix of everyday traffic is `pulseseal.synthetic` (the demo's and the soak's too).
+The realistic mix of everyday traffic is `shell.synthetic` (the demo's and the soak's too).
 `sized_events` turns it into validated events whose canonical JSON is exactly a target size: about 300
 bytes (the realistic mix, device names padded) or a few KiB (migraine attacks with long multilingual
 notes), so each seal comparison runs on equal plaintexts. Everything comes from the `random.Random`
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pulseseal import synthetic
 from schemas import HealthEvent, canonical_json, validate_event
+from shell import synthetic
 
 _TRIGGERS = (
     "bright light",

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from consumers import metrics
 from consumers.sealing import EncryptKeys, KeysUnavailable
 from keyservice.client import KeyServiceClient
-from keyservice.errors import KeyServiceError
+from keyservice.wire.errors import KeyServiceError
 
 SHREDDED = "shredded"
 

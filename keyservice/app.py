@@ -19,8 +19,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyservice.auth import RequestFacts, VerifiedCaller
-from keyservice.errors import KeyServiceError, MethodNotAllowed, NotFound, RequestInvalid, RequestTooLarge
-from keyservice.models import (
+from keyservice.openapi import openapi_document
+from keyservice.service import KeyService
+from keyservice.wire.errors import (
+    KeyServiceError,
+    MethodNotAllowed,
+    NotFound,
+    RequestInvalid,
+    RequestTooLarge,
+)
+from keyservice.wire.models import (
     MAX_BODY_BYTES,
     DecryptRequest,
     EncryptRequest,
@@ -29,8 +37,6 @@ from keyservice.models import (
     parse_rfc3339,
     parse_user_id,
 )
-from keyservice.openapi import openapi_document
-from keyservice.service import KeyService
 
 log = logging.getLogger(__name__)
 _NO_STORE = {"Cache-Control": "no-store"}

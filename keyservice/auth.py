@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import jwt
 
 from keyservice.callers import CallerPolicy, CallerRegistry
-from keyservice.errors import CallerNotAllowed, TokenRejected
-from keyservice.tokens import AUDIENCE, CLOCK_SKEW_S, MAX_LIFETIME_S, body_hash
+from keyservice.client.tokens import AUDIENCE, CLOCK_SKEW_S, MAX_LIFETIME_S, body_hash
+from keyservice.wire.errors import CallerNotAllowed, TokenRejected
 
 MAX_TOKEN_CHARS = 4096
 _DECODE_OPTIONS: Any = {

@@ -31,8 +31,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from keyservice import scripts
-from keyservice.errors import KeyServiceError
 from keyservice.ledger import LedgerEntry, summarize
+from keyservice.wire.errors import KeyServiceError
 from keyservice.wrapping import MasterKey
 
 FORMAT = "pulseseal-keystore-backup/v1"

@@ -19,14 +19,14 @@ from redis.exceptions import RedisError
 from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator
 from keyservice.callers import CallerRegistry
-from keyservice.errors import KeyServiceError, StartupRefused
+from keyservice.client.tokens import load_private_key
 from keyservice.ledger import LedgerEntry, ShredLedger, summarize
 from keyservice.metrics import KeyServiceMetrics
 from keyservice.replay import RedisReplayGuard
 from keyservice.service import KeyService
 from keyservice.shredguard import ShredGuard
 from keyservice.store import KeyStore
-from keyservice.tokens import load_private_key
+from keyservice.wire.errors import KeyServiceError, StartupRefused
 from keyservice.wrapping import MasterKey
 from pulseseal.settings import Settings, redact_url
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from keyservice.errors import StartupRefused
+from keyservice.wire.errors import StartupRefused
 
 SCOPES = frozenset({"keys:encrypt", "keys:decrypt", "keys:admin"})
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from keyservice.errors import LedgerError
+from keyservice.wire.errors import LedgerError
 
 log = logging.getLogger(__name__)
 _CONTEXT = b"pulseseal-shred-ledger/v1\n"

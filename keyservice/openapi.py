@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keyservice.models import MAX_COUNT, MAX_KEYS, USER_ID_PATTERN
+from keyservice.wire.models import MAX_COUNT, MAX_KEYS, USER_ID_PATTERN
 
 _USER_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": USER_ID_PATTERN}
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from keyservice.errors import KeyServiceError
+from keyservice.wire.errors import KeyServiceError
 
 _CONTEXT = b"pulseseal-erasure-receipt/v1\n"
 

@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from keyservice.auth import jti_key
-from keyservice.errors import KeyServiceUnavailable
+from keyservice.wire.errors import KeyServiceUnavailable
 
 
 class RedisReplayGuard:

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from keyservice import scripts
-from keyservice.errors import KeyServiceError, KeyServiceUnavailable, KeyUnwrapError
+from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable, KeyUnwrapError
 from keyservice.wrapping import MasterKey
 
 _SCAN_COUNT = 1000

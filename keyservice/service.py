@@ -15,15 +15,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from keyservice.audit import AuditLog, AuditRecord, rfc3339
+from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator, RequestFacts, VerifiedCaller
-from keyservice.errors import KeyServiceError, KeyServiceUnavailable, UserNotShredded
 from keyservice.ledger import LedgerEntry, ShredLedger
 from keyservice.metrics import KeyServiceMetrics
-from keyservice.models import DecryptRequest, EncryptRequest, ReplayReport
 from keyservice.receipts import sign_receipt
 from keyservice.shredguard import ShredGuard
 from keyservice.store import KeyStore, PlainKey, VersionLookup
+from keyservice.wire.audit import AuditRecord
+from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable, UserNotShredded
+from keyservice.wire.models import DecryptRequest, EncryptRequest, ReplayReport
+from schemas.rfc3339 import format_rfc3339 as rfc3339
 
 log = logging.getLogger(__name__)
 

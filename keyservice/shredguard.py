@@ -19,8 +19,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from keyservice.errors import KeyServiceError, KeyServiceUnavailable
 from keyservice.ledger import LedgerEntry, ShredLedger, UserFloor, summarize
+from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable
 
 log = logging.getLogger(__name__)
 

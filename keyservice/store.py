@@ -18,16 +18,16 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from keyservice import scripts
-from keyservice.audit import rfc3339
-from keyservice.errors import (
+from keyservice.ledger import UserFloor
+from keyservice.wire.errors import (
     KeyServiceUnavailable,
     KeyShredded,
     KeyUnwrapError,
     StartupRefused,
     UserNotShredded,
 )
-from keyservice.ledger import UserFloor
 from keyservice.wrapping import MasterKey, new_data_key
+from schemas.rfc3339 import format_rfc3339 as rfc3339
 
 _RETRIES = 8
 _REAPPLY_BATCH = 500

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyservice.errors import KeyUnwrapError, StartupRefused
+from keyservice.wire.errors import KeyUnwrapError, StartupRefused
 
 KEY_BYTES = 32
 NONCE_BYTES = 12

@@ -29,7 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from keyservice.client import DecryptKeys
-from keyservice.errors import KeyServiceError
+from keyservice.wire.errors import KeyServiceError
 from pulseseal.envelope import DataKey, IntegrityError, KeyExpired, from_millis, open_sealed, to_millis
 from schemas import HealthEvent, canonical_json
 

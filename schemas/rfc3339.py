@@ -7,7 +7,7 @@ so the shape is checked first and only then parsed.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 # ASCII digits only (`\d` would also take other scripts' digits), and matched with `fullmatch`: with `re`,
 # `$` also matches before a trailing newline.
@@ -35,3 +35,14 @@ def parse_rfc3339(text: str) -> datetime:
         return datetime.fromisoformat(f"{date}T{clock}{micro}{offset}")
     except ValueError:
         raise ValueError("must be a real calendar time (RFC 3339)") from None
+
+
+def format_rfc3339(moment: datetime) -> str:
+    """`moment` as RFC 3339 in UTC with milliseconds and `Z` (the form every PulseSeal answer uses).
+
+    Raises:
+        ValueError: `moment` has no offset (a naive time names no instant).
+    """
+    if moment.tzinfo is None:
+        raise ValueError("a naive datetime names no instant; give it an offset")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

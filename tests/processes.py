@@ -67,7 +67,7 @@ def start(name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> 
     full_env = {**os.environ, **env}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pulseseal", *args],
+            [sys.executable, "-m", "shell", *args],
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -110,7 +110,7 @@ def wait_logged(component: Component, text: str, timeout_s: float = 30.0) -> Non
 def services(action: str, *names: str) -> None:
     """`pulseseal services <action> <names>` (stopping or starting one local server in a fault test)."""
     result = subprocess.run(
-        [sys.executable, "-m", "pulseseal", "services", action, *names],
+        [sys.executable, "-m", "shell", "services", action, *names],
         capture_output=True,
         text=True,
         timeout=180,

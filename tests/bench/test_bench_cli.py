@@ -43,7 +43,7 @@ EXPECTED = {
 def pulseseal(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run `python -m pulseseal ARGS` with the test environment."""
     return subprocess.run(
-        [sys.executable, "-m", "pulseseal", *args],
+        [sys.executable, "-m", "shell", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -13,8 +13,8 @@ from bench.traffic import USERS as DRAIN_USERS
 from bench.traffic import shared_workload
 from bench.workload import sized_events
 from pulseseal.settings import Settings
-from pulseseal.synthetic import TYPE_WEIGHTS
 from schemas import canonical_json
+from shell.synthetic import TYPE_WEIGHTS
 
 USERS = [f"user-{n:03d}" for n in range(50)]
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

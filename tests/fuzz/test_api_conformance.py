@@ -32,9 +32,9 @@ from schemathesis.specs.openapi.checks import (
 
 from keyservice.app import create_app
 from keyservice.bootstrap import ServiceOptions, open_service
+from keyservice.client.tokens import mint_token
 from keyservice.openapi import openapi_document
 from keyservice.service import KeyService
-from keyservice.tokens import mint_token
 from keyservice.wrapping import MasterKey
 from producers.gateway.app import create_app as create_gateway
 from producers.gateway.auth import TokenVerifier

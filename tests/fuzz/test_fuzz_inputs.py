@@ -26,8 +26,8 @@ from pydantic import BaseModel
 
 from consumers.messages import INVALID_EVENT, INVALID_MESSAGE, decode_message
 from keyservice.backup import BackupError, read_backup
-from keyservice.errors import LedgerError
 from keyservice.ledger import ShredLedger
+from keyservice.wire.errors import LedgerError
 from producers.gateway.bodies import parse_body
 from producers.gateway.errors import BodyTooLarge, InvalidBatch
 from producers.importer.csvrows import HeaderError, RowConverter

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from pulseseal.soak.servers import spare_amqp_port
+from shell.soak.servers import spare_amqp_port
 from tests.isolation import rabbitmqctl
 
 PORT_VARIABLE = {
@@ -32,7 +32,7 @@ KIND = {"rabbitmq": "RabbitMQ", "redis": "Redis", "mongo": "a MongoDB-compatible
 def pulseseal(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the `pulseseal` command line in a child process, as a user would."""
     return subprocess.run(
-        [sys.executable, "-c", "from pulseseal.cli import main; main()", *args],
+        [sys.executable, "-c", "from shell.cli import main; main()", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -110,7 +110,7 @@ def server_env(home: Path, creds: Credentials, redis_url: str, prefix: str, port
 def pulseseal(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion."""
     return subprocess.run(
-        [sys.executable, "-c", "from pulseseal.cli import main; main()", *args],
+        [sys.executable, "-c", "from shell.cli import main; main()", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -128,7 +128,7 @@ def start_keyservice(env: dict[str, str], *args: str, log_file: Path) -> subproc
     """
     with log_file.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from pulseseal.cli import main; main()", "keyservice", *args],
+            [sys.executable, "-c", "from shell.cli import main; main()", "keyservice", *args],
             env=env,
             cwd=ROOT,
             stdout=log,
@@ -175,7 +175,7 @@ def claims_for(
     lifetime: int = 30,
 ) -> dict[str, object]:
     """Valid claims for one request (tests then spoil one of them)."""
-    from keyservice.tokens import AUDIENCE, body_hash
+    from keyservice.client.tokens import AUDIENCE, body_hash
 
     issued = int(time.time() if now is None else now)
     return {

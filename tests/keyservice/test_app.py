@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keyservice.app import create_app
-from keyservice.audit import AuditRecord
+from keyservice.client.tokens import mint_token
 from keyservice.service import KeyService
-from keyservice.tokens import mint_token
+from keyservice.wire.audit import AuditRecord
 from tests.keyservice.helpers import Credentials, b64url, claims_for, public_pem, unsigned_jwt
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pytest
 
 from keyservice.auth import Authenticator, RequestFacts
 from keyservice.callers import CallerRegistry
-from keyservice.errors import CallerNotAllowed, TokenRejected
-from keyservice.tokens import body_hash, mint_token
+from keyservice.client.tokens import body_hash, mint_token
+from keyservice.wire.errors import CallerNotAllowed, TokenRejected
 from tests.keyservice.helpers import Credentials, claims_for, make_credentials
 
 NOW = 1_800_000_000.0

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from keyservice.cache import KeyCache, Outcome, SingleFlight
-from keyservice.errors import KeyServiceUnavailable
+from keyservice.client.cache import KeyCache, Outcome, SingleFlight
+from keyservice.wire.errors import KeyServiceUnavailable
 from pulseseal.envelope import DataKey
 
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keyservice.callers import CallerRegistry
-from keyservice.errors import StartupRefused
+from keyservice.wire.errors import StartupRefused
 from tests.keyservice.helpers import make_credentials, public_pem
 
 KEY = public_pem(Ed25519PrivateKey.generate())

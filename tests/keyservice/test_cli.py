@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyservice.client import KeyServiceClient
-from keyservice.errors import KeyServiceUnavailable
 from keyservice.receipts import verify_receipt
 from keyservice.store import KeyStore
+from keyservice.wire.errors import KeyServiceUnavailable
 from keyservice.wrapping import MasterKey
 from tests.keyservice.helpers import Credentials, free_port, pulseseal, server_env, start_keyservice, stop
 
@@ -277,12 +277,12 @@ async def test_https_with_a_ca_verified_client(
 def pulseseal_cmd() -> list[str]:
     import sys
 
-    return [sys.executable, "-c", "from pulseseal.cli import main; main()"]
+    return [sys.executable, "-c", "from shell.cli import main; main()"]
 
 
 def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle() -> None:
     # Without IPPROTO_TCP, asyncio skips TCP_NODELAY and every small answer waits ~40 ms for a delayed ACK.
-    from pulseseal.cli.keyservice import _listen
+    from shell.cli.keyservice import _listen
 
     sock = _listen("127.0.0.1", 0)
     try:

@@ -14,7 +14,10 @@ import pytest
 from keyservice.app import create_app
 from keyservice.bootstrap import ServiceOptions, open_service
 from keyservice.client import KeyServiceClient
-from keyservice.errors import (
+from keyservice.client.tokens import CredentialError
+from keyservice.receipts import verify_receipt
+from keyservice.service import KeyService
+from keyservice.wire.errors import (
     CallerNotAllowed,
     KeyServiceUnavailable,
     KeyShredded,
@@ -23,9 +26,6 @@ from keyservice.errors import (
     TokenRejected,
     UserNotShredded,
 )
-from keyservice.receipts import verify_receipt
-from keyservice.service import KeyService
-from keyservice.tokens import CredentialError
 from pulseseal.envelope import DataKey
 from pulseseal.settings import Settings
 from tests.keyservice.helpers import Credentials

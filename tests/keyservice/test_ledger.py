@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 
 from keyservice.app import create_app
 from keyservice.bootstrap import ServiceOptions, open_service
-from keyservice.errors import LedgerError, StartupRefused
 from keyservice.ledger import LedgerEntry, ShredLedger, UserFloor, summarize
+from keyservice.wire.errors import LedgerError, StartupRefused
 from tests.keyservice.helpers import Credentials
 from tests.keyservice.test_app import DECRYPT, ENCRYPT, send
 

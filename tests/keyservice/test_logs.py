@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from keyservice.client import KeyServiceClient
-from keyservice.tokens import mint_token
+from keyservice.client.tokens import mint_token
 from tests.keyservice.helpers import Credentials, free_port, server_env, start_keyservice, stop
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ import pytest
 from redis.asyncio import Redis
 
 from keyservice.client import KeyServiceClient
-from keyservice.errors import CallerNotAllowed, RequestInvalid
+from keyservice.client.tokens import mint_token
 from keyservice.service import KeyService
-from keyservice.tokens import mint_token
+from keyservice.wire.errors import CallerNotAllowed, RequestInvalid
 from tests.keyservice.helpers import Credentials
 from tests.keyservice.test_app import DECRYPT, ENCRYPT, assert_refused, audit_of, send
 

@@ -9,9 +9,9 @@ import os
 import pytest
 from redis.asyncio import Redis
 
-from keyservice.errors import KeyServiceUnavailable, StartupRefused
 from keyservice.rewrap import RewrapRefused, rewrap
 from keyservice.store import KeyStore
+from keyservice.wire.errors import KeyServiceUnavailable, StartupRefused
 from keyservice.wrapping import MasterKey
 
 pytestmark = pytest.mark.integration

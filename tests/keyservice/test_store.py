@@ -14,14 +14,14 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from keyservice.errors import (
+from keyservice.store import KeyStore
+from keyservice.wire.errors import (
     KeyServiceUnavailable,
     KeyShredded,
     KeyUnwrapError,
     StartupRefused,
     UserNotShredded,
 )
-from keyservice.store import KeyStore
 from keyservice.wrapping import WRAPPED_BYTES, MasterKey
 from tests.keyservice.helpers import ROOT
 

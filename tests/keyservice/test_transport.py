@@ -6,8 +6,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keyservice.client import KeyServiceClient
-from keyservice.errors import InsecureTransport
-from keyservice.transport import check_client_url, check_server_transport, is_loopback_host
+from keyservice.client.transport import check_client_url, check_server_transport, is_loopback_host
+from keyservice.wire.errors import InsecureTransport
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyservice.errors import KeyUnwrapError, StartupRefused
+from keyservice.wire.errors import KeyUnwrapError, StartupRefused
 from keyservice.wrapping import WRAPPED_BYTES, MasterKey, new_data_key
 
 MASTER = MasterKey(bytes(range(32)))

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pulseseal.cli.gateway import listening_socket
+from shell.cli.gateway import listening_socket
 from tests.factories import valid_event
 from tests.processes import require_stopped
 from tests.producers.helpers import (

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keyservice.tokens import load_private_key, mint_token
+from keyservice.client.tokens import load_private_key, mint_token
 from pulseseal.settings import Settings
 from tests.processes import ROOT, Component, free_port, start, wait_healthy
 

@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from keyservice.client import KeyServiceClient
-from keyservice.errors import KeyShredded
+from keyservice.wire.errors import KeyShredded
 from pulseseal.envelope import IntegrityError, open_sealed, seal
 from pulseseal.settings import Settings
 from schemas import validate_event
@@ -60,7 +60,7 @@ def own_env(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, 
 
 def pulseseal(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "pulseseal", *args],
+        [sys.executable, "-m", "shell", *args],
         # The whole environment: a run with other servers (PULSESEAL_*_URL) must reach the same ones.
         env={**os.environ, **env},
         cwd=ROOT,

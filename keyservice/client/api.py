@@ -1,0 +1,405 @@
+"""The key service's client library, used by the encryptor and replay.
+
+One request for many users; a key cache that keeps each key no longer than the `expires_in` it was granted
+(bounded LRU of `DataKey` handles that never print their bytes); single-flight (concurrent misses for one
+key make one request); retries with backoff and jitter for transient failures; a fresh signed token per
+attempt; and specific exceptions (`KeyShredded`, `KeyUnknown`, `KeyServiceUnavailable`,
+`CallerNotAllowed`, `TokenRejected`, ...).
+
+    async with KeyServiceClient.from_settings(load_settings(), role="encryptor") as keys:
+        grant = await keys.encrypt_keys(["alice", "bob"])   # EncryptKeys(keys={...}, refused={...})
+        key = await keys.current_key("alice")              # DataKey, or raises KeyShredded
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from keyservice.client.cache import KeyCache, Outcome, SingleFlight
+from keyservice.client.tokens import load_private_key, mint_token
+from keyservice.client.transport import check_client_url
+from keyservice.wire.audit import AuditRecord
+from keyservice.wire.errors import (
+    CallerNotAllowed,
+    KeyServiceError,
+    KeyServiceUnavailable,
+    KeyShredded,
+    KeyUnknown,
+    NotFound,
+    RequestInvalid,
+    RequestTooLarge,
+    TokenRejected,
+    UserNotShredded,
+)
+from keyservice.wire.models import MAX_KEYS
+from pulseseal.envelope import DataKey, InvalidKeyMaterial
+from pulseseal.settings import Settings
+from schemas.rfc3339 import format_rfc3339 as rfc3339
+
+_TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+_BY_STATUS: dict[int, type[KeyServiceError]] = {
+    401: TokenRejected,
+    403: CallerNotAllowed,
+    404: NotFound,
+    413: RequestTooLarge,
+    422: RequestInvalid,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptKeys:
+    """Current keys per user, and the users refused with the reason (`shredded`)."""
+
+    keys: dict[str, DataKey]
+    refused: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptKeys:
+    """Keys per `(user_id, version)`, the missing ones with the reason (`shredded` or `unknown`), and when
+    each shredded version fetched by this call was destroyed (RFC 3339; absent when the service has no date,
+    or when the answer came from another caller's request in flight for the same version)."""
+
+    keys: dict[tuple[str, int], DataKey]
+    missing: dict[tuple[str, int], str]
+    destroyed_at: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+class KeyServiceClient:
+    """A caller of the key service.
+
+    Args:
+        base_url: The key service URL; `http://` only to loopback.
+        caller_id: This caller's id (`iss`), as in the callers file.
+        private_key: This caller's Ed25519 key.
+        ca_file: CA bundle to verify an `https://` key service with (default: the system's).
+        cache_size: Keys cached at most (LRU), per kind (current keys; keys by version).
+        timeout_s: Timeout of one HTTP attempt.
+        retries: Further attempts after a transient failure (connection error, timeout, 429/502/503/504).
+        backoff_s: First backoff; doubles each retry, with full jitter, capped at 2 s.
+        transport: httpx transport (tests pass an ASGI transport).
+        sleep: Injectable for tests.
+
+    Raises:
+        InsecureTransport: `base_url` is `http://` to a non-loopback host.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        caller_id: str,
+        private_key: Ed25519PrivateKey,
+        *,
+        ca_file: Path | None = None,
+        cache_size: int = 100_000,
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        backoff_s: float = 0.05,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        check_client_url(base_url)
+        self.caller_id = caller_id
+        self._key = private_key
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._sleep = sleep
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), verify=verify, timeout=timeout_s, transport=transport
+        )
+        self._current = SingleFlight[str](KeyCache(cache_size))
+        self._versions = SingleFlight[tuple[str, int]](KeyCache(cache_size))
+        self.requests_sent = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, role: str, **options: Any) -> KeyServiceClient:
+        """A client with the URL, CA, cache size and caller key of `settings`.
+
+        The caller key is `PULSESEAL_CALLER_KEY_FILE`, else `HOME/credentials/<role>.pem`; the caller id is
+        the key file's stem.
+
+        Raises:
+            CredentialError: the caller key file is missing or not an Ed25519 key.
+            InsecureTransport: the URL is `http://` to a non-loopback host.
+        """
+        key_file = settings.credential(settings.caller_key_file, f"{role}.pem")
+        return cls(
+            settings.keyservice_url,
+            key_file.stem,
+            load_private_key(key_file),
+            ca_file=settings.keyservice_ca,
+            cache_size=settings.key_cache_size,
+            **options,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def current_key_cache(self) -> KeyCache[str]:
+        """The cache of current keys (its `hits`/`misses` feed the encryptor's metrics)."""
+        return self._current.cache
+
+    async def aclose(self) -> None:
+        """Close connections and forget every cached key."""
+        self._current.cache.clear()
+        self._versions.cache.clear()
+        await self._http.aclose()
+
+    # --- keys ---
+
+    async def encrypt_keys(self, user_ids: Iterable[str], *, use_cache: bool = True) -> EncryptKeys:
+        """The current key of each user (created on first use), from the cache or in as few requests as
+        possible (one per 1000 users missing).
+
+        Raises:
+            KeyServiceUnavailable: not reachable after the retries.
+            CallerNotAllowed, TokenRejected, RequestInvalid: the key service refused the request.
+        """
+        if not use_cache:
+            outcomes = await self._fetch_current(list(dict.fromkeys(user_ids)))
+        else:
+            outcomes = await self._current.get_many(user_ids, self._fetch_current)
+        return EncryptKeys(
+            {u: o for u, o in outcomes.items() if isinstance(o, DataKey)},
+            {u: o for u, o in outcomes.items() if isinstance(o, str)},
+        )
+
+    async def current_key(self, user_id: str) -> DataKey:
+        """One user's current key.
+
+        Raises:
+            KeyShredded: the user is shredded.
+            KeyServiceUnavailable: not reachable after the retries.
+        """
+        grant = await self.encrypt_keys([user_id])
+        if user_id in grant.keys:
+            return grant.keys[user_id]
+        raise KeyShredded("user is shredded")
+
+    async def decrypt_keys(self, refs: Iterable[tuple[str, int]], *, purpose: str) -> DecryptKeys:
+        """Given key versions (to open sealed documents); `purpose` goes to the audit log.
+
+        Raises:
+            KeyServiceUnavailable: not reachable after the retries.
+            CallerNotAllowed, TokenRejected, RequestInvalid: the key service refused the request.
+        """
+
+        dates: dict[tuple[str, int], str] = {}
+
+        async def fetch(batch: list[tuple[str, int]]) -> dict[tuple[str, int], Outcome]:
+            return await self._fetch_versions(batch, purpose, dates)
+
+        outcomes = await self._versions.get_many(refs, fetch)
+        missing = {r: o for r, o in outcomes.items() if isinstance(o, str)}
+        return DecryptKeys(
+            {r: o for r, o in outcomes.items() if isinstance(o, DataKey)},
+            missing,
+            {r: d for r, d in dates.items() if missing.get(r) == "shredded"},
+        )
+
+    async def key_version(self, user_id: str, version: int, *, purpose: str) -> DataKey:
+        """One key version.
+
+        Raises:
+            KeyShredded: the version was destroyed.
+            KeyUnknown: the version never existed.
+            KeyServiceUnavailable: not reachable after the retries.
+        """
+        grant = await self.decrypt_keys([(user_id, version)], purpose=purpose)
+        key = grant.keys.get((user_id, version))
+        if key is not None:
+            return key
+        if grant.missing.get((user_id, version)) == "shredded":
+            raise KeyShredded("key version destroyed")
+        raise KeyUnknown("no such key version")
+
+    async def _fetch_current(self, user_ids: list[str]) -> dict[str, Outcome]:
+        chunks = [user_ids[i : i + MAX_KEYS] for i in range(0, len(user_ids), MAX_KEYS)]
+        answers = await asyncio.gather(
+            *(self._request("POST", "/v1/keys/encrypt", "keys:encrypt", {"user_ids": c}) for c in chunks)
+        )
+        outcomes: dict[str, Outcome] = {}
+        for answer in answers:
+            for item in answer.get("keys", []):
+                outcomes[item["user_id"]] = _data_key(item)
+            for item in answer.get("refused", []):
+                outcomes[item["user_id"]] = str(item["reason"])
+        return outcomes
+
+    async def _fetch_versions(
+        self, refs: list[tuple[str, int]], purpose: str, dates: dict[tuple[str, int], str]
+    ) -> dict[tuple[str, int], Outcome]:
+        chunks = [refs[i : i + MAX_KEYS] for i in range(0, len(refs), MAX_KEYS)]
+        answers = await asyncio.gather(
+            *(
+                self._request(
+                    "POST",
+                    "/v1/keys/decrypt",
+                    "keys:decrypt",
+                    {"keys": [{"user_id": u, "version": v} for u, v in c], "purpose": purpose},
+                )
+                for c in chunks
+            )
+        )
+        outcomes: dict[tuple[str, int], Outcome] = {}
+        for answer in answers:
+            for item in answer.get("keys", []):
+                outcomes[(item["user_id"], item["version"])] = _data_key(item)
+            for item in answer.get("missing", []):
+                ref = (item["user_id"], item["version"])
+                outcomes[ref] = str(item["reason"])
+                if isinstance(item.get("destroyed_at"), str):
+                    dates[ref] = item["destroyed_at"]
+        return outcomes
+
+    async def report_replay(
+        self, user_id: str, *, purpose: str, opened: int, failed: int, unreadable: int
+    ) -> AuditRecord:
+        """Write a finished replay of `user_id` to the audit log (`POST /v1/audit/replays`).
+
+        Retried like a key request: in the rare case of an answer lost after the record was written, the
+        audit log holds the replay twice rather than not at all.
+
+        Raises:
+            KeyServiceUnavailable: not reachable after the retries, or its audit log is unavailable.
+            CallerNotAllowed, TokenRejected, RequestInvalid: the key service refused the report.
+        """
+        payload = {
+            "user_id": user_id,
+            "purpose": purpose,
+            "opened": opened,
+            "failed": failed,
+            "unreadable": unreadable,
+        }
+        answer = await self._request("POST", "/v1/audit/replays", "keys:decrypt", payload)
+        return AuditRecord(**answer)
+
+    # --- administration ---
+
+    async def rotate(self, user_id: str) -> int:
+        """Add a key version for the user; returns the new current version.
+
+        Raises:
+            KeyShredded: the user is shredded.
+        """
+        answer = await self._request(
+            "POST", f"/v1/users/{user_id}/rotate", "keys:admin", None, idempotent=False
+        )
+        self._current.cache.discard(user_id)
+        return int(answer["version"])
+
+    async def shred(self, user_id: str) -> dict[str, Any]:
+        """Destroy every key version of the user; returns the signed erasure receipt."""
+        self._current.cache.discard(user_id)
+        return await self._request("DELETE", f"/v1/users/{user_id}", "keys:admin", None)
+
+    async def reinstate(self, user_id: str) -> int:
+        """Let a shredded user have keys again; returns the new version.
+
+        Raises:
+            UserNotShredded: the user is not shredded.
+        """
+        path = f"/v1/users/{user_id}/reinstate"
+        answer = await self._request("POST", path, "keys:admin", None, idempotent=False)
+        return int(answer["version"])
+
+    async def audit(
+        self, *, user_id: str | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """Audit records, oldest first."""
+        params = {"limit": str(limit)}
+        if user_id is not None:
+            params["user_id"] = user_id
+        if since is not None:
+            params["since"] = rfc3339(since)
+        answer = await self._request("GET", "/v1/audit", "keys:admin", None, params=params)
+        return [AuditRecord(**record) for record in answer["records"]]
+
+    # --- transport ---
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        scope: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        idempotent: bool = True,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"} if body else {}
+        attempt = 0
+        while True:
+            token = mint_token(self._key, self.caller_id, method=method, path=path, body=body, scope=scope)
+            self.requests_sent += 1
+            try:
+                response = await self._http.request(
+                    method,
+                    path,
+                    content=body,
+                    params=params,
+                    headers={**headers, "Authorization": f"Bearer {token}"},
+                )
+            except httpx.TransportError as exc:
+                # A request that may have been sent is retried only when repeating it is harmless.
+                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if attempt >= self._retries or (sent and not idempotent):
+                    raise KeyServiceUnavailable(f"key service not reachable: {type(exc).__name__}") from None
+            else:
+                if response.status_code == 200:
+                    answer: dict[str, Any] = response.json()
+                    return answer
+                if (
+                    response.status_code not in _TRANSIENT_STATUS
+                    or attempt >= self._retries
+                    or not idempotent
+                ):
+                    raise _error_from(response)
+            attempt += 1
+            delay = min(2.0, self._backoff_s * 2 ** (attempt - 1))
+            await self._sleep(random.uniform(0, delay))
+
+
+def _data_key(item: Mapping[str, Any]) -> DataKey:
+    try:
+        return DataKey.from_base64(
+            item["user_id"], item["version"], item["key"], ttl_s=float(item["expires_in"])
+        )
+    except (InvalidKeyMaterial, KeyError, TypeError, ValueError):
+        raise KeyServiceError("key service sent a malformed key", reason="bad_response") from None
+
+
+def _error_from(response: httpx.Response) -> KeyServiceError:
+    try:
+        document = response.json()
+        detail, reason = str(document.get("detail", "")), str(document.get("reason", ""))
+    except (ValueError, AttributeError):
+        detail, reason = f"HTTP {response.status_code}", ""
+    status = response.status_code
+    if status == 409:
+        kind: type[KeyServiceError] = UserNotShredded if reason == "not_shredded" else KeyShredded
+    elif status in _TRANSIENT_STATUS:
+        kind = KeyServiceUnavailable
+    else:
+        kind = _BY_STATUS.get(status, KeyServiceError)
+    return kind(detail or f"HTTP {status}", reason=reason or None)

@@ -1,0 +1,120 @@
+"""The client's key cache: a bounded LRU of `DataKey` handles, each dropped once its granted TTL ends,
+with single-flight fetching so that concurrent misses for one key make one request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from typing import Generic, TypeVar
+
+from keyservice.wire.errors import KeyServiceUnavailable
+from pulseseal.envelope import DataKey
+
+K = TypeVar("K", bound=Hashable)
+# What a fetch says about one key: the key, or the reason it was refused ("shredded", "unknown").
+Outcome = DataKey | str
+
+
+class KeyCache(Generic[K]):
+    """LRU of key handles; an expired handle is never returned.
+
+    Args:
+        max_size: Handles kept at most; the least recently used go first.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self._max = max_size
+        self._keys: OrderedDict[K, DataKey] = OrderedDict()
+        # Plain counters: the encryptor turns them into its hit-ratio metric.
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, name: K) -> DataKey | None:
+        """The cached, unexpired handle, or None."""
+        key = self._keys.get(name)
+        if key is not None and key.expired():
+            del self._keys[name]
+            key = None
+        if key is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._keys.move_to_end(name)
+        return key
+
+    def put(self, name: K, key: DataKey) -> None:
+        """Cache a handle, evicting the least recently used beyond `max_size`."""
+        self._keys[name] = key
+        self._keys.move_to_end(name)
+        while len(self._keys) > self._max:
+            self._keys.popitem(last=False)
+
+    def discard(self, name: K) -> None:
+        """Forget one handle."""
+        self._keys.pop(name, None)
+
+    def clear(self) -> None:
+        """Forget every handle."""
+        self._keys.clear()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class SingleFlight(Generic[K]):
+    """Cache in front of a batch fetch; concurrent callers missing the same key share one fetch."""
+
+    def __init__(self, cache: KeyCache[K]) -> None:
+        self.cache = cache
+        self._inflight: dict[K, asyncio.Future[Outcome]] = {}
+
+    async def get_many(
+        self, names: Iterable[K], fetch: Callable[[list[K]], Awaitable[Mapping[K, Outcome]]]
+    ) -> dict[K, Outcome]:
+        """The outcome per name: cached, joined from a fetch in flight, or fetched now (one call).
+
+        Raises:
+            Whatever `fetch` raises, to this caller and to every caller that joined its fetch.
+        """
+        results: dict[K, Outcome] = {}
+        joined: dict[K, asyncio.Future[Outcome]] = {}
+        mine: dict[K, asyncio.Future[Outcome]] = {}
+        loop = asyncio.get_running_loop()
+        for name in dict.fromkeys(names):
+            cached = self.cache.get(name)
+            if cached is not None:
+                results[name] = cached
+            elif name in self._inflight:
+                joined[name] = self._inflight[name]
+            else:
+                mine[name] = self._inflight[name] = loop.create_future()
+        if mine:
+            try:
+                fetched = await fetch(list(mine))
+            except BaseException as exc:
+                self._settle_failed(mine, exc)
+                raise
+            for name, future in mine.items():
+                outcome = fetched.get(name, "unknown")
+                if isinstance(outcome, DataKey):
+                    self.cache.put(name, outcome)
+                self._inflight.pop(name, None)
+                if not future.done():
+                    future.set_result(outcome)
+                results[name] = outcome
+        for name, future in joined.items():
+            # shield: a cancelled joiner must not cancel the fetch others are waiting for.
+            results[name] = await asyncio.shield(future)
+        return results
+
+    def _settle_failed(self, mine: dict[K, asyncio.Future[Outcome]], exc: BaseException) -> None:
+        # The fetch's own task was cancelled: its joiners were not, so they get a retryable error instead.
+        error = exc if isinstance(exc, Exception) else KeyServiceUnavailable("key fetch was cancelled")
+        for name, future in mine.items():
+            self._inflight.pop(name, None)
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved here: joiners may be none, and then asyncio would complain

@@ -1,0 +1,144 @@
+"""`pulseseal keys rotate|shred|reinstate|audit|rewrap|backup|restore`: key administration.
+
+`rotate`, `shred`, `reinstate` and `audit` call the running key service with the admin caller key
+(`PULSESEAL_CALLER_KEY_FILE`, default `HOME/credentials/admin.pem`). `rewrap` is different: it runs the key
+service's own code against the key store, with both master keys, so data keys never leave this process;
+so do `backup` and `restore` (pulseseal/cli/keystore.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from keyservice.bootstrap import connect_redis, load_master_key
+from keyservice.client import KeyServiceClient
+from keyservice.rewrap import RewrapReport
+from keyservice.rewrap import rewrap as rewrap_store
+from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable
+from keyservice.wire.models import parse_rfc3339
+from keyservice.wrapping import MasterKey
+from pulseseal.settings import Settings, load_settings
+from shell.cli import keystore
+from shell.cli.errors import CliError
+
+app = typer.Typer(
+    help="Key administration: rotate, shred, reinstate, audit, rewrap, backup, restore.", no_args_is_help=True
+)
+app.command("backup")(keystore.backup)
+app.command("restore")(keystore.restore)
+
+T = TypeVar("T")
+UserOpt = Annotated[str, typer.Option("--user-id", help="The user.")]
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="Admin caller key (default PULSESEAL_CALLER_KEY_FILE or admin.pem)."),
+]
+
+
+def _call(key_file: Path | None, action: str, use: Callable[[KeyServiceClient], Awaitable[T]]) -> T:
+    settings = load_settings()
+    if key_file is not None:
+        settings = settings.model_copy(update={"caller_key_file": key_file})
+
+    async def go() -> T:
+        async with KeyServiceClient.from_settings(settings, role="admin", retries=1) as client:
+            return await use(client)
+
+    try:
+        return asyncio.run(go())
+    except KeyServiceUnavailable:
+        raise CliError(
+            f"{action} failed: key service at {settings.keyservice_url} not reachable; start it with "
+            "`pulseseal keyservice`"
+        ) from None
+    except KeyServiceError as exc:
+        raise CliError(f"{action} failed: {exc.detail}") from None
+
+
+@app.command()
+def rotate(user_id: UserOpt, key_file: KeyFileOpt = None) -> None:
+    """Add a key version for the user; old versions still decrypt."""
+    version = _call(key_file, "rotate", lambda c: c.rotate(user_id))
+    print(f"user {user_id}: key version {version} is current")
+
+
+@app.command()
+def shred(
+    user_id: UserOpt,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    key_file: KeyFileOpt = None,
+) -> None:
+    """Destroy every key version of the user (crypto-shredding) and print the signed erasure receipt."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError("shred destroys keys for good: confirm on a terminal or pass --yes")
+        typer.confirm(
+            f"Destroy every key of user {user_id}? Their sealed events can never be read again.", abort=True
+        )
+    receipt = _call(key_file, "shred", lambda c: c.shred(user_id))
+    print(json.dumps(receipt))
+
+
+@app.command()
+def reinstate(user_id: UserOpt, key_file: KeyFileOpt = None) -> None:
+    """Let a shredded user have keys again (destroyed versions stay destroyed)."""
+    version = _call(key_file, "reinstate", lambda c: c.reinstate(user_id))
+    print(f"user {user_id} reinstated: key version {version} is current")
+
+
+@app.command()
+def audit(
+    user_id: Annotated[str | None, typer.Option("--user-id", help="Only records naming this user.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only records at or after this RFC 3339 time.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Records at most.")] = 1000,
+    key_file: KeyFileOpt = None,
+) -> None:
+    """Print audit records as NDJSON, oldest first."""
+    try:
+        since_time = parse_rfc3339(since, "--since") if since else None
+    except KeyServiceError as exc:
+        raise CliError(exc.detail) from None
+    records = _call(key_file, "audit", lambda c: c.audit(user_id=user_id, since=since_time, limit=limit))
+    for record in records:
+        print(json.dumps(record.to_json()))
+
+
+@app.command()
+def rewrap(
+    new_master_key: Annotated[
+        Path, typer.Option("--new-master-key", help="File with the new base64 master key.")
+    ],
+) -> None:
+    """Re-wrap every data key under a new master key (safe to re-run after an interruption).
+
+    Stop the key service first; afterwards point PULSESEAL_MASTER_KEY_FILE at the new file and start it.
+    """
+    settings = load_settings()
+    try:
+        old = load_master_key(settings)
+        new = MasterKey.from_file(new_master_key)
+        report = asyncio.run(_rewrap(settings, old, new))
+    except KeyServiceError as exc:
+        raise CliError(f"rewrap failed: {exc.detail}") from None
+    if report.already_done:
+        print(f"the key store is already wrapped under master key {new.key_id_hex}; nothing to do")
+    else:
+        print(
+            f"re-wrapped {report.keys_rewrapped} data keys under master key {new.key_id_hex}; now set "
+            f"PULSESEAL_MASTER_KEY_FILE={new_master_key} and start the key service"
+        )
+
+
+async def _rewrap(settings: Settings, old: MasterKey, new: MasterKey) -> RewrapReport:
+    redis = connect_redis(settings.keystore_redis_url)
+    try:
+        return await rewrap_store(redis, old, new, prefix=settings.keystore_prefix)
+    finally:
+        await redis.aclose()

@@ -1,0 +1,69 @@
+"""`pulseseal keys backup|restore`: back up the key store to a file, and merge a backup back in.
+
+Both run the key service's own code against the key-store Redis with the key service's settings (master
+key, prefix, shred ledger, receipt key); neither needs the key service to run, and both are safe while
+it does. Restore re-applies the shred ledger in the same transactions, so a backup taken before a shred
+never brings the shredded keys back (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keyservice.backup import BackupReport, RestoreReport, backup_keystore, restore_keystore
+from keyservice.bootstrap import connect_redis, options_from_settings
+from keyservice.client.tokens import load_private_key
+from keyservice.ledger import ShredLedger
+from keyservice.wire.errors import KeyServiceError
+from pulseseal.settings import load_settings
+from shell.cli.errors import CliError
+
+
+def backup(
+    out: Annotated[Path, typer.Option("--out", help="The backup file to write (mode 0600).")],
+) -> None:
+    """Back up every data key (still wrapped under the master key) to one file."""
+    try:
+        report = asyncio.run(_backup(out))
+    except KeyServiceError as exc:
+        raise CliError(f"backup failed: {exc.detail}") from None
+    print(f"backed up {report.key_versions} key versions of {report.users} users to {report.path}")
+
+
+async def _backup(out: Path) -> BackupReport:
+    options = options_from_settings(load_settings())
+    redis = connect_redis(options.redis_url)
+    try:
+        return await backup_keystore(redis, options.master, options.prefix, out)
+    finally:
+        await redis.aclose()
+
+
+def restore(
+    path: Annotated[Path, typer.Argument(help="A file written by `pulseseal keys backup`.")],
+) -> None:
+    """Merge a backup into the key store and re-apply the shred ledger (safe to repeat)."""
+    try:
+        report = asyncio.run(_restore(path))
+    except KeyServiceError as exc:
+        raise CliError(f"restore failed: {exc.detail}") from None
+    print(
+        f"restored {report.key_versions_written} key versions of {report.users} users; shred ledger "
+        f"re-applied: {report.versions_destroyed_again} versions destroyed again, "
+        f"{report.users_shredded_again} users shredded again"
+    )
+
+
+async def _restore(path: Path) -> RestoreReport:
+    options = options_from_settings(load_settings())
+    ledger = ShredLedger(options.ledger_file, load_private_key(options.signing_key_file))
+    entries = ledger.load(repair=False)
+    redis = connect_redis(options.redis_url)
+    try:
+        return await restore_keystore(redis, options.master, options.prefix, path, entries)
+    finally:
+        await redis.aclose()
