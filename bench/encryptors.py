@@ -136,7 +136,7 @@ async def encryptors(
                     process = await asyncio.create_subprocess_exec(
                         sys.executable,
                         "-m",
-                        "pulseseal",
+                        "shell",
                         "encryptor",
                         "--metrics-port",
                         "0",

@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class ScenarioSpec:
-    """A scenario of issue 7."""
+    """A benchmark scenario."""
 
     number: int
     id: str

@@ -124,7 +124,7 @@ async def keyservice_process(
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "pulseseal",
+                "shell",
                 "keyservice",
                 "--log-level",
                 "warning",

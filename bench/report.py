@@ -116,7 +116,7 @@ def render(report: BenchReport, console: Console) -> None:
         for note in scenario.notes:
             table.add_row("[dim]note[/]", "", f"[dim]{note}[/]")
         console.print(table)
-    targets = Table(title="Targets (issue 7)", title_justify="left")
+    targets = Table(title="Targets", title_justify="left")
     targets.add_column("target")
     targets.add_column("goal", justify="right")
     targets.add_column("measured", justify="right")

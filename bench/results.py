@@ -70,7 +70,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A goal of issue 7, on one figure of one scenario."""
+    """A goal, on one figure of one scenario."""
 
     label: str
     scenario: str
@@ -107,7 +107,7 @@ def judge_all(targets: tuple[Target, ...], results: list[ScenarioResult]) -> lis
     return judgements
 
 
-# The targets of issue 7, as ratios and figures of the same run on the same machine.
+# The targets, as ratios and figures of the same run on the same machine.
 TARGETS: tuple[Target, ...] = (
     Target("end-to-end ÷ slowest stage ceiling", "e2e", "ratio_slowest_stage", ">=", 0.8, "x"),
     Target("end-to-end ÷ naive pipeline", "e2e", "ratio_naive", ">=", 10, "x"),

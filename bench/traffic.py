@@ -23,7 +23,7 @@ from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON, declare_topology
 from schemas import MAX_BATCH_EVENTS, HealthEvent, parse_event
 from shell import synthetic
 
-# NDJSON messages carry this many events, the most a message may hold (contract §4), as the importer
+# NDJSON messages carry this many events, the most a message may hold (docs/contract.md §4), as the importer
 # sends them.
 EVENTS_PER_MESSAGE = MAX_BATCH_EVENTS
 

@@ -66,7 +66,7 @@ def sized_events(
     attacks with all triggers and notes filled to the size.
 
     Raises:
-        ValueError: `size` cannot be reached within the field limits of contract §3.
+        ValueError: `size` cannot be reached within the field limits of docs/contract.md §3.
     """
     events = synthetic.events(n, users, rng, now=now)
     if size <= 512:

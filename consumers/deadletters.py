@@ -1,4 +1,4 @@
-"""Sending PulseSeal's own dead letters: the original bytes, a code and a value-free reason (§4)."""
+"""Sending PulseSeal's own dead letters: the original bytes, a code and a value-free reason (docs/contract.md §4)."""
 
 from __future__ import annotations
 

@@ -13,8 +13,7 @@ from consumers import metrics
 from consumers.sealing import EncryptKeys, KeysUnavailable
 from keyservice.client import KeyServiceClient
 from keyservice.wire.errors import KeyServiceError
-
-SHREDDED = "shredded"
+from keyservice.wire.models import MissingReason
 
 
 class KeyServiceSource:
@@ -38,5 +37,7 @@ class KeyServiceSource:
         finally:
             metrics.KEY_CACHE_HITS.inc(cache.hits - hits)
             metrics.KEY_CACHE_MISSES.inc(cache.misses - misses)
-        shredded = frozenset(user for user, reason in granted.refused.items() if reason == SHREDDED)
+        shredded = frozenset(
+            user for user, reason in granted.refused.items() if reason == MissingReason.SHREDDED
+        )
         return EncryptKeys(keys=granted.keys, shredded=shredded)

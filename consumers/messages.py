@@ -1,6 +1,6 @@
 """Decoding one broker message into the events it carries and the ones it must dead-letter.
 
-A message is either one JSON event or an NDJSON batch (contract §4). An invalid event inside a batch does
+A message is either one JSON event or an NDJSON batch (docs/contract.md §4). An invalid event inside a batch does
 not spoil its neighbours: it is set aside with a code and a value-free reason, to be dead-lettered on
 its own while the rest are sealed.
 """

@@ -11,7 +11,7 @@ PS_TIMEOUT="${PULSESEAL_SERVICES_TIMEOUT:-90}"
 PS_STOP_TIMEOUT="${PULSESEAL_SERVICES_STOP_TIMEOUT:-30}"
 PS_PYTHON="${PULSESEAL_PYTHON:-python3}"
 
-# PULSESEAL_HOME as an absolute path; relative means relative to the working directory (contract §8).
+# PULSESEAL_HOME as an absolute path; relative means relative to the working directory (docs/contract.md §8).
 ps_home() {
     local home="${PULSESEAL_HOME:-.pulseseal}"
     case "$home" in

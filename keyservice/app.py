@@ -1,4 +1,4 @@
-"""The key service's HTTP edge (contract §6): each route reads the body, authenticates, parses, calls one
+"""The key service's HTTP edge (docs/contract.md §6): each route reads the body, authenticates, parses, calls one
 service function and answers JSON, or an RFC 9457 problem that is also written to the audit log."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from keyservice.wire.models import (
     MAX_BODY_BYTES,
     DecryptRequest,
     EncryptRequest,
+    Problem,
     ReplayReport,
     parse_body,
     parse_rfc3339,
@@ -53,32 +55,39 @@ class _Call:
     caller_id: str | None = None
 
 
-Handler = Callable[[VerifiedCaller, _Call], Awaitable[dict[str, Any]]]
+Handler = Callable[[VerifiedCaller, _Call], Awaitable[BaseModel]]
 
 
-def _json(payload: dict[str, Any], request_id: str, status: int = 200) -> Response:
+def _json(payload: BaseModel | dict[str, Any], request_id: str, status: int = 200) -> Response:
     headers = {**_NO_STORE, "X-Request-ID": request_id}
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    if isinstance(payload, BaseModel):
+        body = payload.model_dump_json().encode()
+    else:
+        body = json.dumps(payload, separators=(",", ":")).encode()
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def problem(error: KeyServiceError, request_id: str) -> Response:
     """An RFC 9457 problem response for `error`."""
-    payload = {
-        "type": f"urn:pulseseal:problem:{error.reason}",
-        "title": error.title,
-        "status": error.status,
-        "detail": error.detail,
-        "reason": error.reason,
-        "request_id": request_id,
-    }
+    payload = Problem(
+        type=f"urn:pulseseal:problem:{error.reason}",
+        title=error.title,
+        status=error.status,
+        detail=error.detail,
+        reason=error.reason,
+        request_id=request_id,
+    )
     headers = {**_NO_STORE, "X-Request-ID": request_id}
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     if error.status == 503:
         headers["Retry-After"] = "1"
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    return Response(body, status_code=error.status, media_type="application/problem+json", headers=headers)
+    return Response(
+        payload.model_dump_json().encode(),
+        status_code=error.status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
 
 
 async def _read_body(request: Request) -> bytes:
@@ -137,13 +146,13 @@ def create_app(service: KeyService) -> Starlette:
 
         return route
 
-    async def encrypt(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+    async def encrypt(caller: VerifiedCaller, call: _Call) -> BaseModel:
         return await service.encrypt(caller, parse_body(EncryptRequest, call.body), call.request_id)
 
-    async def decrypt(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+    async def decrypt(caller: VerifiedCaller, call: _Call) -> BaseModel:
         return await service.decrypt(caller, parse_body(DecryptRequest, call.body), call.request_id)
 
-    async def replay(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+    async def replay(caller: VerifiedCaller, call: _Call) -> BaseModel:
         report = parse_body(ReplayReport, call.body)
         call.user_ids = [report.user_id]
         return await service.record_replay(caller, report, call.request_id)
@@ -153,16 +162,16 @@ def create_app(service: KeyService) -> Starlette:
         call.user_ids = [user_id]
         return user_id
 
-    async def rotate(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+    async def rotate(caller: VerifiedCaller, call: _Call) -> BaseModel:
         return await service.rotate(caller, _path_user(call), call.request_id)
 
-    async def shred(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+    async def shred(caller: VerifiedCaller, call: _Call) -> BaseModel:
         return await service.shred(caller, _path_user(call), call.request_id)
 
-    async def reinstate(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+    async def reinstate(caller: VerifiedCaller, call: _Call) -> BaseModel:
         return await service.reinstate(caller, _path_user(call), call.request_id)
 
-    async def audit(caller: VerifiedCaller, call: _Call) -> dict[str, Any]:
+    async def audit(caller: VerifiedCaller, call: _Call) -> BaseModel:
         params = call.request.query_params
         unknown = set(params) - {"user_id", "since", "limit"}
         if unknown:

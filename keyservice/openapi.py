@@ -1,33 +1,63 @@
 """The key service's OpenAPI 3.1 description (served at `GET /openapi.json`, checked by schemathesis).
 
-Written by hand next to the routes it describes (the service is plain Starlette): every route, every body
-it takes, every answer it can give — the JSON documents and the RFC 9457 problems alike. The fuzzing
-tests hold the service to it: no answer may fall outside it.
+Every body and answer schema is generated from the wire models (`keyservice/wire/`), so the document, the
+server and the client cannot drift apart; only the path table — which route takes which body and gives
+which answers — is written here. The fuzzing tests hold the service to it: no answer may fall outside it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from keyservice.wire.models import MAX_COUNT, MAX_KEYS, USER_ID_PATTERN
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from keyservice.wire.audit import AuditAnswer, AuditRecord
+from keyservice.wire.models import (
+    MAX_BODY_BYTES,
+    MAX_KEYS,
+    USER_ID_PATTERN,
+    DecryptAnswer,
+    DecryptRequest,
+    EncryptAnswer,
+    EncryptRequest,
+    Problem,
+    ReceiptAnswer,
+    ReplayReport,
+    VersionAnswer,
+)
+
+_REQUESTS: tuple[type[BaseModel], ...] = (EncryptRequest, DecryptRequest, ReplayReport)
+_ANSWERS: tuple[type[BaseModel], ...] = (
+    EncryptAnswer,
+    DecryptAnswer,
+    VersionAnswer,
+    ReceiptAnswer,
+    AuditRecord,
+    AuditAnswer,
+    Problem,
+)
 _USER_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": USER_ID_PATTERN}
-_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_PATH_USER = {"name": "user_id", "in": "path", "required": True, "schema": _USER_ID}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {"schema": _PROBLEM_REF}}}
+    return {"description": description, "content": {"application/problem+json": {"schema": _ref(Problem)}}}
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _answer(description: str, model: type[BaseModel]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
 # Answers every authenticated route can give.
 _COMMON = {
     "401": _problem("No token, or a bad, expired or replayed one."),
     "403": _problem("The caller lacks the scope, or calls from a network it is not allowed."),
-    "413": _problem("Body over 256 KiB, or more than 1000 keys."),
+    "413": _problem(f"Body over {MAX_BODY_BYTES // 1024} KiB, or more than {MAX_KEYS} keys."),
     "422": _problem("A body, path or query parameter that the endpoint does not take."),
     "500": _problem("A stored key failed its integrity check (key_store_integrity)."),
     "503": _problem("The key store, the audit log or the shred ledger is unavailable."),
@@ -39,7 +69,7 @@ def _operation(
     scope: str,
     ok: dict[str, Any],
     *,
-    body: str | None = None,
+    body: type[BaseModel] | None = None,
     extra: dict[str, Any] | None = None,
     parameters: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -50,219 +80,64 @@ def _operation(
         "responses": {"200": ok, **_COMMON, **(extra or {})},
     }
     if body is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     if parameters:
         operation["parameters"] = parameters
     return operation
 
 
-_PATH_USER = {"name": "user_id", "in": "path", "required": True, "schema": _USER_ID}
-
-
-def _key() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["user_id", "version", "key", "expires_in"],
-        "properties": {
-            "user_id": _USER_ID,
-            "version": {"type": "integer", "minimum": 1},
-            "key": {"type": "string", "contentEncoding": "base64"},
-            "expires_in": {"type": "integer", "minimum": 1},
-        },
-        "additionalProperties": False,
-    }
-
-
 def _schemas() -> dict[str, Any]:
-    count = {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}
-    purpose = {"type": "string", "minLength": 1, "maxLength": 500}
-    return {
-        "Problem": {
-            "type": "object",
-            "required": ["type", "title", "status", "detail", "reason", "request_id"],
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "reason": {"type": "string"},
-                "request_id": {"type": "string"},
-            },
-        },
-        "EncryptRequest": {
-            "type": "object",
-            "required": ["user_ids"],
-            "properties": {
-                "user_ids": {"type": "array", "minItems": 1, "maxItems": MAX_KEYS, "items": _USER_ID}
-            },
-            "additionalProperties": False,
-        },
-        "DecryptRequest": {
-            "type": "object",
-            "required": ["keys", "purpose"],
-            "properties": {
-                "keys": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": MAX_KEYS,
-                    "items": {
-                        "type": "object",
-                        "required": ["user_id", "version"],
-                        "properties": {
-                            "user_id": _USER_ID,
-                            "version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-                        },
-                        "additionalProperties": False,
-                    },
-                },
-                "purpose": purpose,
-            },
-            "additionalProperties": False,
-        },
-        "ReplayReport": {
-            "type": "object",
-            "required": ["user_id", "purpose", "opened", "failed", "unreadable"],
-            "properties": {
-                "user_id": _USER_ID,
-                "purpose": purpose,
-                "opened": count,
-                "failed": count,
-                "unreadable": count,
-            },
-            "additionalProperties": False,
-        },
-        "AuditRecord": {
-            "type": "object",
-            "required": [
-                "time",
-                "caller",
-                "action",
-                "user_ids",
-                "versions",
-                "outcome",
-                "request_id",
-                "purpose",
-                "reason",
-            ],
-            "properties": {
-                "time": {"type": "string"},
-                "caller": {"type": ["string", "null"]},
-                "action": {"type": "string"},
-                "user_ids": {"type": "array", "items": {"type": "string"}},
-                "versions": {"type": "array", "items": {"type": "integer"}},
-                "outcome": {"type": "string", "enum": ["granted", "refused", "reported"]},
-                "request_id": {"type": "string"},
-                "purpose": {"type": ["string", "null"]},
-                "reason": {"type": ["string", "null"]},
-                "counts": {
-                    "type": "object",
-                    "required": ["opened", "failed", "unreadable"],
-                    "properties": {"opened": count, "failed": count, "unreadable": count},
-                },
-            },
-        },
-    }
+    """Component schemas of every wire model, as they validate: the server validates the requests, the
+    client validates the answers."""
+    modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in (*_REQUESTS, *_ANSWERS)]
+    _, document = models_json_schema(modes, ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = document["$defs"]
+    # The request bodies' list limits are checked after parsing (so that too many is a 413, not a 422);
+    # the document states them all the same.
+    schemas["EncryptRequest"]["properties"]["user_ids"]["maxItems"] = MAX_KEYS
+    schemas["DecryptRequest"]["properties"]["keys"]["maxItems"] = MAX_KEYS
+    return schemas
 
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of the key service."""
-    version_answer = {
-        "type": "object",
-        "required": ["user_id", "version"],
-        "properties": {"user_id": _USER_ID, "version": {"type": "integer", "minimum": 1}},
-        "additionalProperties": False,
-    }
-    missing = {
-        "type": "object",
-        "required": ["user_id", "version", "reason"],
-        "properties": {
-            "user_id": _USER_ID,
-            "version": {"type": "integer"},
-            "reason": {"type": "string", "enum": ["shredded", "unknown"]},
-            "destroyed_at": {"type": ["string", "null"]},
-        },
-        "additionalProperties": False,
-    }
-    refused = {
-        "type": "object",
-        "required": ["user_id", "reason"],
-        "properties": {"user_id": _USER_ID, "reason": {"type": "string", "enum": ["shredded"]}},
-        "additionalProperties": False,
-    }
-    receipt = {
-        "type": "object",
-        "required": ["user_id", "versions_destroyed", "destroyed_at", "signature"],
-        "properties": {
-            "user_id": _USER_ID,
-            "versions_destroyed": {"type": "array", "items": {"type": "integer"}},
-            "destroyed_at": {"type": "string"},
-            "signature": {"type": "string"},
-        },
-        "additionalProperties": False,
-    }
-    audit = {"$ref": "#/components/schemas/AuditRecord"}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "PulseSeal key service",
             "version": "1",
-            "description": "Per-user data keys for authenticated callers (contract §6; docs/keyservice.md).",
+            "description": "Per-user data keys for authenticated callers (docs/contract.md §6; docs/keyservice.md).",
         },
         "paths": {
             "/v1/keys/encrypt": {
                 "post": _operation(
                     "Current key per user, created on first use",
                     "keys:encrypt",
-                    _json(
-                        "Keys, and the users refused because they are shredded.",
-                        {
-                            "type": "object",
-                            "required": ["keys", "refused"],
-                            "properties": {
-                                "keys": {"type": "array", "items": _key()},
-                                "refused": {"type": "array", "items": refused},
-                            },
-                            "additionalProperties": False,
-                        },
-                    ),
-                    body="EncryptRequest",
+                    _answer("Keys, and the users refused because they are shredded.", EncryptAnswer),
+                    body=EncryptRequest,
                 )
             },
             "/v1/keys/decrypt": {
                 "post": _operation(
                     "Given key versions; never creates one",
                     "keys:decrypt",
-                    _json(
-                        "Keys found, and the ones missing with why.",
-                        {
-                            "type": "object",
-                            "required": ["keys", "missing"],
-                            "properties": {
-                                "keys": {"type": "array", "items": _key()},
-                                "missing": {"type": "array", "items": missing},
-                            },
-                            "additionalProperties": False,
-                        },
-                    ),
-                    body="DecryptRequest",
+                    _answer("Keys found, and the ones missing with why.", DecryptAnswer),
+                    body=DecryptRequest,
                 )
             },
             "/v1/audit/replays": {
                 "post": _operation(
                     "Record a finished replay in the audit log",
                     "keys:decrypt",
-                    _json("The audit record written.", audit),
-                    body="ReplayReport",
+                    _answer("The audit record written.", AuditRecord),
+                    body=ReplayReport,
                 )
             },
             "/v1/users/{user_id}/rotate": {
                 "post": _operation(
                     "Add a key version and make it current",
                     "keys:admin",
-                    _json("The new current version.", version_answer),
+                    _answer("The new current version.", VersionAnswer),
                     parameters=[_PATH_USER],
                     extra={"409": _problem("The user is shredded.")},
                 )
@@ -271,7 +146,7 @@ def openapi_document() -> dict[str, Any]:
                 "delete": _operation(
                     "Crypto-shred the user: destroy every key version",
                     "keys:admin",
-                    _json("The signed erasure receipt.", receipt),
+                    _answer("The signed erasure receipt.", ReceiptAnswer),
                     parameters=[_PATH_USER],
                 )
             },
@@ -279,7 +154,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": _operation(
                     "Let a shredded user have keys again",
                     "keys:admin",
-                    _json("The new current version.", version_answer),
+                    _answer("The new current version.", VersionAnswer),
                     parameters=[_PATH_USER],
                     extra={"409": _problem("The user is not shredded.")},
                 )
@@ -288,15 +163,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": _operation(
                     "Audit records, oldest first",
                     "keys:admin",
-                    _json(
-                        "The records.",
-                        {
-                            "type": "object",
-                            "required": ["records"],
-                            "properties": {"records": {"type": "array", "items": audit}},
-                            "additionalProperties": False,
-                        },
-                    ),
+                    _answer("The records.", AuditAnswer),
                     parameters=[
                         {"name": "user_id", "in": "query", "required": False, "schema": _USER_ID},
                         {"name": "since", "in": "query", "required": False, "schema": {"type": "string"}},
@@ -314,8 +181,14 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Readiness: the key store answers and is durable",
                     "security": [],
                     "responses": {
-                        "200": _json("Ready.", {"type": "object"}),
-                        "503": _json("Not ready.", {"type": "object"}),
+                        "200": {
+                            "description": "Ready.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "503": {
+                            "description": "Not ready.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
                     },
                 }
             },

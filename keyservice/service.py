@@ -22,9 +22,21 @@ from keyservice.metrics import KeyServiceMetrics
 from keyservice.receipts import sign_receipt
 from keyservice.shredguard import ShredGuard
 from keyservice.store import KeyStore, PlainKey, VersionLookup
-from keyservice.wire.audit import AuditRecord
+from keyservice.wire.audit import AuditAnswer, AuditRecord, Outcome
 from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable, UserNotShredded
-from keyservice.wire.models import DecryptRequest, EncryptRequest, ReplayReport
+from keyservice.wire.models import (
+    DecryptAnswer,
+    DecryptRequest,
+    EncryptAnswer,
+    EncryptRequest,
+    GrantedKey,
+    MissingKey,
+    MissingReason,
+    ReceiptAnswer,
+    RefusedUser,
+    ReplayReport,
+    VersionAnswer,
+)
 from schemas.rfc3339 import format_rfc3339 as rfc3339
 
 log = logging.getLogger(__name__)
@@ -80,7 +92,7 @@ class KeyService:
 
     async def encrypt(
         self, caller: VerifiedCaller, request: EncryptRequest, request_id: str
-    ) -> dict[str, Any]:
+    ) -> EncryptAnswer:
         """Current key per user, created on first use; shredded users are refused.
 
         Raises:
@@ -97,7 +109,7 @@ class KeyService:
                     "encrypt",
                     [k.user_id for k in keys],
                     versions=[k.version for k in keys],
-                    outcome="granted",
+                    outcome=Outcome.GRANTED,
                     request_id=request_id,
                 )
             )
@@ -107,26 +119,32 @@ class KeyService:
                     caller.caller_id,
                     "encrypt",
                     shredded,
-                    outcome="refused",
+                    outcome=Outcome.REFUSED,
                     request_id=request_id,
-                    reason="shredded",
+                    reason=MissingReason.SHREDDED,
                 )
             )
         await self.audit.append_many(records)
         self.metrics.grants.labels("encrypt").inc(len(keys))
         if shredded:
-            self.metrics.refusals.labels("shredded").inc(len(shredded))
+            self.metrics.refusals.labels(MissingReason.SHREDDED).inc(len(shredded))
+        return EncryptAnswer.model_construct(
+            keys=self._granted(keys),
+            refused=[RefusedUser.model_construct(user_id=u, reason=MissingReason.SHREDDED) for u in shredded],
+        )
+
+    def _granted(self, keys: Sequence[PlainKey]) -> list[GrantedKey]:
+        # model_construct: these values come from the store, not from a caller; validating a thousand of
+        # them again would cost more than the rest of the answer.
         ttl = self.key_ttl_s
-        return {
-            "keys": [
-                {"user_id": k.user_id, "version": k.version, "key": k.b64(), "expires_in": ttl} for k in keys
-            ],
-            "refused": [{"user_id": u, "reason": "shredded"} for u in shredded],
-        }
+        return [
+            GrantedKey.model_construct(user_id=k.user_id, version=k.version, key=k.b64(), expires_in=ttl)
+            for k in keys
+        ]
 
     async def decrypt(
         self, caller: VerifiedCaller, request: DecryptRequest, request_id: str
-    ) -> dict[str, Any]:
+    ) -> DecryptAnswer:
         """Given versions of given users, and the missing ones with why; never creates a key.
 
         A `shredded` entry also says when the version was destroyed (`destroyed_at`, RFC 3339, or null when
@@ -146,12 +164,12 @@ class KeyService:
                     "decrypt",
                     [k.user_id for k in lookup.found],
                     versions=[k.version for k in lookup.found],
-                    outcome="granted",
+                    outcome=Outcome.GRANTED,
                     request_id=request_id,
                     purpose=request.purpose,
                 )
             )
-        for reason in ("shredded", "unknown"):
+        for reason in MissingReason:
             refused = [(u, v) for u, v, r in lookup.missing if r == reason]
             if refused:
                 records.append(
@@ -160,7 +178,7 @@ class KeyService:
                         "decrypt",
                         [u for u, _ in refused],
                         versions=[v for _, v in refused],
-                        outcome="refused",
+                        outcome=Outcome.REFUSED,
                         request_id=request_id,
                         purpose=request.purpose,
                         reason=reason,
@@ -169,14 +187,10 @@ class KeyService:
                 self.metrics.refusals.labels(reason).inc(len(refused))
         await self.audit.append_many(records)
         self.metrics.grants.labels("decrypt").inc(len(lookup.found))
-        ttl = self.key_ttl_s
-        return {
-            "keys": [
-                {"user_id": k.user_id, "version": k.version, "key": k.b64(), "expires_in": ttl}
-                for k in lookup.found
-            ],
-            "missing": [_missing(u, v, r, lookup.destroyed_at) for u, v, r in lookup.missing],
-        }
+        return DecryptAnswer.model_construct(
+            keys=self._granted(lookup.found),
+            missing=[_missing(u, v, r, lookup.destroyed_at) for u, v, r in lookup.missing],
+        )
 
     async def _current_keys(self, user_ids: list[str]) -> tuple[list[PlainKey], list[str]]:
         # The ledger is asked before and after the store: a user it says is shredded is refused without
@@ -219,7 +233,7 @@ class KeyService:
 
     async def record_replay(
         self, caller: VerifiedCaller, report: ReplayReport, request_id: str
-    ) -> dict[str, Any]:
+    ) -> AuditRecord:
         """Write a finished replay to the audit log: whose records, why, and how many opened, failed to open
         or were unreadable. The keys it used were audited as they were granted; this closes the story.
 
@@ -230,15 +244,15 @@ class KeyService:
             caller.caller_id,
             "replay",
             [report.user_id],
-            outcome="reported",
+            outcome=Outcome.REPORTED,
             request_id=request_id,
             purpose=report.purpose,
             counts={"opened": report.opened, "failed": report.failed, "unreadable": report.unreadable},
         )
         await self.audit.append_many([record])
-        return record.to_json()
+        return record
 
-    async def rotate(self, caller: VerifiedCaller, user_id: str, request_id: str) -> dict[str, Any]:
+    async def rotate(self, caller: VerifiedCaller, user_id: str, request_id: str) -> VersionAnswer:
         """Add a version for the user and make it current.
 
         Raises:
@@ -253,15 +267,15 @@ class KeyService:
                     "rotate",
                     [user_id],
                     versions=[version],
-                    outcome="granted",
+                    outcome=Outcome.GRANTED,
                     request_id=request_id,
                 )
             ]
         )
         self.metrics.grants.labels("rotate").inc()
-        return {"user_id": user_id, "version": version}
+        return VersionAnswer(user_id=user_id, version=version)
 
-    async def shred(self, caller: VerifiedCaller, user_id: str, request_id: str) -> dict[str, Any]:
+    async def shred(self, caller: VerifiedCaller, user_id: str, request_id: str) -> ReceiptAnswer:
         """Destroy every key version of the user, record it in the shred ledger and sign a receipt.
 
         Raises:
@@ -284,7 +298,7 @@ class KeyService:
                     "shred",
                     [user_id],
                     versions=list(shredded.versions),
-                    outcome="granted",
+                    outcome=Outcome.GRANTED,
                     request_id=request_id,
                 )
             ]
@@ -292,9 +306,9 @@ class KeyService:
         log.info(
             "shredded a user: %d key versions destroyed (request %s)", len(shredded.versions), request_id
         )
-        return receipt.to_json()
+        return ReceiptAnswer.model_validate(receipt.to_json())
 
-    async def reinstate(self, caller: VerifiedCaller, user_id: str, request_id: str) -> dict[str, Any]:
+    async def reinstate(self, caller: VerifiedCaller, user_id: str, request_id: str) -> VersionAnswer:
         """Let a shredded user have keys again: a new version above every destroyed one.
 
         The reinstate is written to the shred ledger first, so a ledger re-applied after a crash never
@@ -320,13 +334,13 @@ class KeyService:
                     "reinstate",
                     [user_id],
                     versions=[version],
-                    outcome="granted",
+                    outcome=Outcome.GRANTED,
                     request_id=request_id,
                 )
             ]
         )
         self.metrics.grants.labels("reinstate").inc()
-        return {"user_id": user_id, "version": version}
+        return VersionAnswer(user_id=user_id, version=version)
 
     async def read_audit(
         self,
@@ -336,7 +350,7 @@ class KeyService:
         user_id: str | None,
         since: datetime | None,
         limit: int,
-    ) -> dict[str, Any]:
+    ) -> AuditAnswer:
         """Audit records, oldest first; reading them is itself recorded.
 
         Raises:
@@ -349,12 +363,12 @@ class KeyService:
                     caller.caller_id,
                     "audit",
                     [user_id] if user_id else [],
-                    outcome="granted",
+                    outcome=Outcome.GRANTED,
                     request_id=request_id,
                 )
             ]
         )
-        return {"records": [r.to_json() for r in records]}
+        return AuditAnswer(records=records)
 
     async def refuse(
         self, action: str, error: KeyServiceError, request_id: str, user_ids: Sequence[str] = ()
@@ -362,7 +376,12 @@ class KeyService:
         """Record a refused request in the audit log and metrics; never raises (the caller gets the error)."""
         self.metrics.refusals.labels(error.reason).inc()
         record = self._record(
-            error.caller_id, action, user_ids, outcome="refused", request_id=request_id, reason=error.reason
+            error.caller_id,
+            action,
+            user_ids,
+            outcome=Outcome.REFUSED,
+            request_id=request_id,
+            reason=error.reason,
         )
         try:
             await self.audit.append_many([record])
@@ -384,8 +403,13 @@ class KeyService:
         await self.redis.aclose()
 
 
-def _missing(user_id: str, version: int, reason: str, dates: dict[tuple[str, int], str]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"user_id": user_id, "version": version, "reason": reason}
-    if reason == "shredded":
-        entry["destroyed_at"] = dates.get((user_id, version))
-    return entry
+def _missing(user_id: str, version: int, reason: str, dates: dict[tuple[str, int], str]) -> MissingKey:
+    # Only a shredded version has a destruction date (null when the store kept none).
+    if reason == MissingReason.SHREDDED:
+        return MissingKey.model_construct(
+            user_id=user_id,
+            version=version,
+            reason=MissingReason.SHREDDED,
+            destroyed_at=dates.get((user_id, version)),
+        )
+    return MissingKey.model_construct(user_id=user_id, version=version, reason=MissingReason(reason))

@@ -26,6 +26,7 @@ from keyservice.wire.errors import (
     StartupRefused,
     UserNotShredded,
 )
+from keyservice.wire.models import MissingReason
 from keyservice.wrapping import MasterKey, new_data_key
 from schemas.rfc3339 import format_rfc3339 as rfc3339
 
@@ -231,11 +232,11 @@ class KeyStore:
             if reply[0] == 1:
                 found.append(self._open(user_id, version, reply[1]))
             elif reply[0] == 2:
-                missing.append((user_id, version, "shredded"))
+                missing.append((user_id, version, MissingReason.SHREDDED))
                 if len(reply) > 1 and isinstance(reply[1], bytes):
                     destroyed_at[(user_id, version)] = reply[1].decode()
             else:
-                missing.append((user_id, version, "unknown"))
+                missing.append((user_id, version, MissingReason.UNKNOWN))
         return VersionLookup(found, missing, destroyed_at)
 
     async def state(self, user_id: str) -> tuple[int, int, bool]:

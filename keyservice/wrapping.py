@@ -120,7 +120,7 @@ class MasterKey:
         return wrapped[1:9] == self.key_id
 
     def _associated_data(self, user_id: str, version: int) -> bytes:
-        # User ids cannot contain NUL (contract §3), so the NUL-separated fields are unambiguous.
+        # User ids cannot contain NUL (docs/contract.md §3), so the NUL-separated fields are unambiguous.
         return b"%s%s\x00%s\x00%d" % (_AD_PREFIX, self.key_id, user_id.encode(), version)
 
     def __repr__(self) -> str:

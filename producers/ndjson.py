@@ -1,4 +1,4 @@
-"""Packing events into NDJSON message bodies within the contract's limits (§4: 1000 events, 1 MiB)."""
+"""Packing events into NDJSON message bodies within the limits of docs/contract.md §4 (1000 events, 1 MiB)."""
 
 from __future__ import annotations
 

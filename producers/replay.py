@@ -1,4 +1,4 @@
-"""Audit replay (contract §8, `pulseseal replay`): one user's sealed documents, opened in `occurred_at`
+"""Audit replay (docs/contract.md §8, `pulseseal replay`): one user's sealed documents, opened in `occurred_at`
 order and written back as the events that were ingested, one canonical JSON line each.
 
 The documents come off a MongoDB cursor sorted by `occurred_at` (the `{user_id, occurred_at}` index) and
@@ -30,6 +30,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 
 from keyservice.client import DecryptKeys
 from keyservice.wire.errors import KeyServiceError
+from keyservice.wire.models import MissingReason
 from pulseseal.envelope import DataKey, IntegrityError, KeyExpired, from_millis, open_sealed, to_millis
 from schemas import HealthEvent, canonical_json
 
@@ -242,7 +243,7 @@ class _Replay:
                 return None
             key = held.get(ref)
             if key is None:  # the client answers every ref; this only guards against a broken answer
-                self._unavailable[ref] = ("unknown", None)
+                self._unavailable[ref] = (MissingReason.UNKNOWN, None)
                 continue
             try:
                 return open_sealed(document, key)
@@ -257,7 +258,7 @@ class _Replay:
 
     def _unreadable(self, document: Document, ref: Ref) -> None:
         reason, destroyed_at = self._unavailable[ref]
-        if reason == "shredded":
+        if reason == MissingReason.SHREDDED:
             self.summary.unreadable += 1
             self.summary.destroyed[destroyed_at] += 1
         else:

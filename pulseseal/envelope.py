@@ -1,4 +1,4 @@
-"""The sealed envelope: the one recipe that seals events and opens sealed documents (contract §5).
+"""The sealed envelope: the one recipe that seals events and opens sealed documents (docs/contract.md §5).
 
 `DataKey` is the handle a data key lives in: key material is not in its `repr`, the handle cannot be
 pickled or copied, and it knows when the TTL it was granted with ends. `seal` and `open_sealed` are the
@@ -221,7 +221,7 @@ def seal(
     now: datetime | None = None,
     nonce: bytes | None = None,
 ) -> dict[str, Any]:
-    """Seal one event into the MongoDB document of contract §5.
+    """Seal one event into the MongoDB document of docs/contract.md §5.
 
     Args:
         event: A validated event; its canonical JSON is the plaintext.

@@ -2,7 +2,7 @@
 
 One class for all components keeps the README's configuration table in one place; each component reads
 only the fields it needs. Paths that are not given explicitly are derived from `PULSESEAL_HOME`, which is
-relative to the working directory when it is relative (contract §8).
+relative to the working directory when it is relative (docs/contract.md §8).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PULSESEAL_", extra="ignore", frozen=True)
 
-    # --- servers (contract §2) ---
+    # --- servers (docs/contract.md §2) ---
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
     mongo_url: str = Field("mongodb://127.0.0.1:27017/", description="MongoDB (or FerretDB) URL.")
     mongo_db: str = Field("pulseseal", description="Database holding `sealed_events`.")

@@ -1,4 +1,4 @@
-"""The RabbitMQ topology of contract §4, declared the same way by every producer and the encryptor.
+"""The RabbitMQ topology of docs/contract.md §4, declared the same way by every producer and the encryptor.
 
 Declaring is idempotent. Producers declare the queue too, not just the exchange: a topic exchange drops
 messages that no queue is bound to, and a producer must never be told "confirmed" for an event that went
@@ -24,7 +24,7 @@ REDRIVE_ROUTING_KEY = "events.redrive"
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 
-# Headers PulseSeal puts on the dead letters it sends (contract §4).
+# Headers PulseSeal puts on the dead letters it sends (docs/contract.md §4).
 ERROR_HEADER = "x-pulseseal-error"
 REASON_HEADER = "x-pulseseal-reason"
 

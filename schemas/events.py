@@ -1,4 +1,4 @@
-"""The health events of contract §3, as strict pydantic models behind one discriminated union.
+"""The health events of docs/contract.md §3, as strict pydantic models behind one discriminated union.
 
 Strictness is deliberate: numbers must be JSON numbers (never strings or booleans), unknown fields are
 rejected, times must be RFC 3339 with an offset. Any event type added later gets a new model here and a

@@ -1,7 +1,7 @@
 """The JSON Schema of a health event, as published in docs/schemas/health-event.schema.json.
 
 `python -m schemas.export PATH` writes it; a test keeps the committed copy current. The schema describes
-the shape and every bound of contract §3 except the one it cannot express: `occurred_at` at most 24 h in
+the shape and every bound of docs/contract.md §3 except the one it cannot express: `occurred_at` at most 24 h in
 the future, which is checked against the clock at ingestion.
 """
 
@@ -28,7 +28,7 @@ def json_schema() -> dict[str, Any]:
         "$id": SCHEMA_ID,
         "title": "PulseSeal health event",
         "description": (
-            "One health event (PulseSeal contract §3). Also checked at ingestion, beyond this schema: "
+            "One health event (PulseSeal docs/contract.md §3). Also checked at ingestion, beyond this schema: "
             "occurred_at is at most 24 h in the future."
         ),
         **schema,

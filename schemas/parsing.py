@@ -62,7 +62,7 @@ def parse_event(raw: bytes | str, *, now: datetime | None = None) -> HealthEvent
         now: When given (timezone-aware), `occurred_at` may be at most 24 h after it.
 
     Raises:
-        InvalidEvent: the JSON is malformed or the event breaks a rule of contract §3.
+        InvalidEvent: the JSON is malformed or the event breaks a rule of docs/contract.md §3.
         TypeError: `now` is a naive datetime.
     """
     try:
@@ -75,7 +75,7 @@ def validate_event(obj: Any, *, now: datetime | None = None) -> HealthEvent:
     """Validate one event already decoded from JSON (or built in Python).
 
     Raises:
-        InvalidEvent: the event breaks a rule of contract §3.
+        InvalidEvent: the event breaks a rule of docs/contract.md §3.
         TypeError: `now` is a naive datetime.
     """
     try:

@@ -1,4 +1,4 @@
-"""Development credentials (contract §2): created by `pulseseal services up` when missing.
+"""Development credentials (docs/contract.md §2): created by `pulseseal services up` when missing.
 
 Everything lands in `PULSESEAL_HOME/credentials/` (mode 0700), each file mode 0600, and an existing file is
 never overwritten — not even when it looks wrong; delete it to have it made again. The files:

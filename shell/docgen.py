@@ -7,6 +7,7 @@
 | `docs/openapi/gateway.json` | the gateway's FastAPI app (`producers.gateway.app.create_app`) |
 | `docs/openapi/keyservice.json` | the key service's document (`keyservice.openapi`), as it serves it |
 | `docs/asyncapi.json` | the encryptor's FastStream broker (`consumers.encryptor.Encryptor`) |
+| `docs/contract.md` | the steering repository's `shared/CONTRACT.md`, when a checkout sits beside it |
 
 Nothing here connects to a server: the apps are built around objects that are never started. Every
 document is deterministic (sorted keys, no timestamps, the settings' defaults rather than the
@@ -161,7 +162,7 @@ def asyncapi_document() -> dict[str, Any]:
             title="PulseSeal encryptor",
             version="1",
             description=(
-                "The encryptor's RabbitMQ interface (contract §4): what it consumes and what it "
+                "The encryptor's RabbitMQ interface (docs/contract.md §4): what it consumes and what it "
                 "dead-letters. Generated from its FastStream app by `make docs`; see docs/architecture.md."
             ),
         )
@@ -176,7 +177,7 @@ def asyncapi_document() -> dict[str, Any]:
     # An AsyncAPI schema's discriminator is the property's name, not OpenAPI's object.
     event_schema["discriminator"] = event_schema["discriminator"]["propertyName"]
     event_schema["description"] = (
-        "One health event (contract §3), from the same models as docs/schemas/health-event.schema.json "
+        "One health event (docs/contract.md §3), from the same models as docs/schemas/health-event.schema.json "
         "(urn:pulseseal:schema:health-event:1)."
     )
     schemas["HealthEvent"] = event_schema
@@ -217,6 +218,18 @@ def asyncapi_document() -> dict[str, Any]:
 _SEAL_MESSAGES = ("HealthEvent", "HealthEventBatch")
 
 
+# The external contract is written in the steering repository; the checkout keeps a copy so that it is
+# self-contained. Where the steering copy is beside the checkout (development, CI), the two must agree.
+STEERING_CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
+
+
+def render_contract(current: str) -> str:
+    """The steering contract's text where it is beside the checkout, else the committed copy as it is."""
+    if STEERING_CONTRACT.is_file():
+        return STEERING_CONTRACT.read_text(encoding="utf-8")
+    return current
+
+
 def generated_documents() -> dict[str, Callable[[str], str]]:
     """Every generated document: its path under the repository root, and how to make it from the
     committed text (only the README keeps parts of it)."""
@@ -228,6 +241,7 @@ def generated_documents() -> dict[str, Callable[[str], str]]:
         "docs/openapi/gateway.json": lambda _: render_json(gateway_openapi()),
         "docs/openapi/keyservice.json": lambda _: render_json(keyservice_openapi()),
         "docs/asyncapi.json": lambda _: render_json(asyncapi_document()),
+        "docs/contract.md": render_contract,
     }
 
 

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for valid events (every bound of contract §3, unicode text, any offset).
+"""Hypothesis strategies for valid events (every bound of docs/contract.md §3, unicode text, any offset).
 
 `event_dicts()` draws JSON-ready dicts (times as RFC 3339 strings) of every type; `json_values()` draws
 arbitrary JSON values for the tests that feed rubbish to the parsers.

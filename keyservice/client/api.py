@@ -26,11 +26,12 @@ from typing import Any, Self
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from keyservice.client.cache import KeyCache, Outcome, SingleFlight
 from keyservice.client.tokens import load_private_key, mint_token
 from keyservice.client.transport import check_client_url
-from keyservice.wire.audit import AuditRecord
+from keyservice.wire.audit import AuditAnswer, AuditRecord
 from keyservice.wire.errors import (
     CallerNotAllowed,
     KeyServiceError,
@@ -43,7 +44,17 @@ from keyservice.wire.errors import (
     TokenRejected,
     UserNotShredded,
 )
-from keyservice.wire.models import MAX_KEYS
+from keyservice.wire.models import (
+    MAX_KEYS,
+    DecryptAnswer,
+    EncryptAnswer,
+    GrantedKey,
+    MissingReason,
+    Problem,
+    ReceiptAnswer,
+    VersionAnswer,
+    parse_answer,
+)
 from pulseseal.envelope import DataKey, InvalidKeyMaterial
 from pulseseal.settings import Settings
 from schemas.rfc3339 import format_rfc3339 as rfc3339
@@ -213,7 +224,7 @@ class KeyServiceClient:
         return DecryptKeys(
             {r: o for r, o in outcomes.items() if isinstance(o, DataKey)},
             missing,
-            {r: d for r, d in dates.items() if missing.get(r) == "shredded"},
+            {r: d for r, d in dates.items() if missing.get(r) == MissingReason.SHREDDED},
         )
 
     async def key_version(self, user_id: str, version: int, *, purpose: str) -> DataKey:
@@ -228,7 +239,7 @@ class KeyServiceClient:
         key = grant.keys.get((user_id, version))
         if key is not None:
             return key
-        if grant.missing.get((user_id, version)) == "shredded":
+        if grant.missing.get((user_id, version)) == MissingReason.SHREDDED:
             raise KeyShredded("key version destroyed")
         raise KeyUnknown("no such key version")
 
@@ -238,11 +249,12 @@ class KeyServiceClient:
             *(self._request("POST", "/v1/keys/encrypt", "keys:encrypt", {"user_ids": c}) for c in chunks)
         )
         outcomes: dict[str, Outcome] = {}
-        for answer in answers:
-            for item in answer.get("keys", []):
-                outcomes[item["user_id"]] = _data_key(item)
-            for item in answer.get("refused", []):
-                outcomes[item["user_id"]] = str(item["reason"])
+        for body in answers:
+            answer = parse_answer(EncryptAnswer, body)
+            for key in answer.keys:
+                outcomes[key.user_id] = _data_key(key)
+            for refused in answer.refused:
+                outcomes[refused.user_id] = refused.reason.value
         return outcomes
 
     async def _fetch_versions(
@@ -261,14 +273,15 @@ class KeyServiceClient:
             )
         )
         outcomes: dict[tuple[str, int], Outcome] = {}
-        for answer in answers:
-            for item in answer.get("keys", []):
-                outcomes[(item["user_id"], item["version"])] = _data_key(item)
-            for item in answer.get("missing", []):
-                ref = (item["user_id"], item["version"])
-                outcomes[ref] = str(item["reason"])
-                if isinstance(item.get("destroyed_at"), str):
-                    dates[ref] = item["destroyed_at"]
+        for body in answers:
+            answer = parse_answer(DecryptAnswer, body)
+            for key in answer.keys:
+                outcomes[(key.user_id, key.version)] = _data_key(key)
+            for missing in answer.missing:
+                ref = (missing.user_id, missing.version)
+                outcomes[ref] = missing.reason.value
+                if missing.destroyed_at is not None:
+                    dates[ref] = missing.destroyed_at
         return outcomes
 
     async def report_replay(
@@ -291,7 +304,7 @@ class KeyServiceClient:
             "unreadable": unreadable,
         }
         answer = await self._request("POST", "/v1/audit/replays", "keys:decrypt", payload)
-        return AuditRecord(**answer)
+        return parse_answer(AuditRecord, answer)
 
     # --- administration ---
 
@@ -305,12 +318,13 @@ class KeyServiceClient:
             "POST", f"/v1/users/{user_id}/rotate", "keys:admin", None, idempotent=False
         )
         self._current.cache.discard(user_id)
-        return int(answer["version"])
+        return parse_answer(VersionAnswer, answer).version
 
-    async def shred(self, user_id: str) -> dict[str, Any]:
+    async def shred(self, user_id: str) -> ReceiptAnswer:
         """Destroy every key version of the user; returns the signed erasure receipt."""
         self._current.cache.discard(user_id)
-        return await self._request("DELETE", f"/v1/users/{user_id}", "keys:admin", None)
+        answer = await self._request("DELETE", f"/v1/users/{user_id}", "keys:admin", None)
+        return parse_answer(ReceiptAnswer, answer)
 
     async def reinstate(self, user_id: str) -> int:
         """Let a shredded user have keys again; returns the new version.
@@ -320,7 +334,7 @@ class KeyServiceClient:
         """
         path = f"/v1/users/{user_id}/reinstate"
         answer = await self._request("POST", path, "keys:admin", None, idempotent=False)
-        return int(answer["version"])
+        return parse_answer(VersionAnswer, answer).version
 
     async def audit(
         self, *, user_id: str | None = None, since: datetime | None = None, limit: int = 1000
@@ -332,7 +346,7 @@ class KeyServiceClient:
         if since is not None:
             params["since"] = rfc3339(since)
         answer = await self._request("GET", "/v1/audit", "keys:admin", None, params=params)
-        return [AuditRecord(**record) for record in answer["records"]]
+        return parse_answer(AuditAnswer, answer).records
 
     # --- transport ---
 
@@ -345,7 +359,7 @@ class KeyServiceClient:
         *,
         idempotent: bool = True,
         params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> bytes:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if body else {}
         attempt = 0
@@ -367,8 +381,7 @@ class KeyServiceClient:
                     raise KeyServiceUnavailable(f"key service not reachable: {type(exc).__name__}") from None
             else:
                 if response.status_code == 200:
-                    answer: dict[str, Any] = response.json()
-                    return answer
+                    return response.content
                 if (
                     response.status_code not in _TRANSIENT_STATUS
                     or attempt >= self._retries
@@ -380,21 +393,20 @@ class KeyServiceClient:
             await self._sleep(random.uniform(0, delay))
 
 
-def _data_key(item: Mapping[str, Any]) -> DataKey:
+def _data_key(granted: GrantedKey) -> DataKey:
     try:
-        return DataKey.from_base64(
-            item["user_id"], item["version"], item["key"], ttl_s=float(item["expires_in"])
-        )
-    except (InvalidKeyMaterial, KeyError, TypeError, ValueError):
+        return DataKey.from_base64(granted.user_id, granted.version, granted.key, ttl_s=granted.expires_in)
+    except InvalidKeyMaterial:
         raise KeyServiceError("key service sent a malformed key", reason="bad_response") from None
 
 
 def _error_from(response: httpx.Response) -> KeyServiceError:
     try:
-        document = response.json()
-        detail, reason = str(document.get("detail", "")), str(document.get("reason", ""))
-    except (ValueError, AttributeError):
+        problem = Problem.model_validate_json(response.content)
+    except ValidationError:
         detail, reason = f"HTTP {response.status_code}", ""
+    else:
+        detail, reason = problem.detail, problem.reason
     status = response.status_code
     if status == 409:
         kind: type[KeyServiceError] = UserNotShredded if reason == "not_shredded" else KeyShredded

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 from keyservice.wire.errors import KeyServiceUnavailable
+from keyservice.wire.models import MissingReason
 from pulseseal.envelope import DataKey
 
 K = TypeVar("K", bound=Hashable)
@@ -98,7 +99,7 @@ class SingleFlight(Generic[K]):
                 self._settle_failed(mine, exc)
                 raise
             for name, future in mine.items():
-                outcome = fetched.get(name, "unknown")
+                outcome = fetched.get(name, MissingReason.UNKNOWN)
                 if isinstance(outcome, DataKey):
                     self.cache.put(name, outcome)
                 self._inflight.pop(name, None)

@@ -1,4 +1,4 @@
-"""Minting caller tokens (contract §6): EdDSA JWTs bound to one request's method, path and body.
+"""Minting caller tokens (docs/contract.md §6): EdDSA JWTs bound to one request's method, path and body.
 
 Shared by the client library and the tests; the service's side is `auth.py`.
 """

@@ -1,4 +1,4 @@
-"""Which addresses may use plain HTTP: loopback only, for the server and its clients alike (contract §6)."""
+"""Which addresses may use plain HTTP: loopback only, for the server and its clients alike (docs/contract.md §6)."""
 
 from __future__ import annotations
 

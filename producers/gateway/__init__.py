@@ -1,1 +1,1 @@
-"""The HTTP gateway: `POST /v1/events` (contract §7) in front of the confirmed publisher."""
+"""The HTTP gateway: `POST /v1/events` (docs/contract.md §7) in front of the confirmed publisher."""

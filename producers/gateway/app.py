@@ -1,6 +1,6 @@
 """The gateway's HTTP edge (FastAPI): routes parse the request, call `EventIntake.accept`, answer.
 
-`POST /v1/events` as contract §7, `GET /healthz` (200 while a broker channel is open), Prometheus
+`POST /v1/events` as docs/contract.md §7, `GET /healthz` (200 while a broker channel is open), Prometheus
 `GET /metrics`, and the OpenAPI document at `/openapi.json` with the event schema in its components.
 """
 

@@ -1,6 +1,6 @@
 """Request bodies: read with a size limit while they stream in, then parse into events or per-item errors.
 
-A body is one event (a JSON object), a JSON array of events, or NDJSON (contract §7). Errors carry the
+A body is one event (a JSON object), a JSON array of events, or NDJSON (docs/contract.md §7). Errors carry the
 event's 0-based position in the request (`index`; for NDJSON the position among its non-blank lines),
 the field and the rule — never a value.
 """

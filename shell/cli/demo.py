@@ -1,4 +1,4 @@
-"""`pulseseal demo`: the main job on local defaults (contract §8)."""
+"""`pulseseal demo`: the main job on local defaults (docs/contract.md §8)."""
 
 from __future__ import annotations
 

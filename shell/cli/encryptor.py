@@ -1,4 +1,4 @@
-"""`pulseseal encryptor`: run one encryptor process (contract §8)."""
+"""`pulseseal encryptor`: run one encryptor process (docs/contract.md §8)."""
 
 from __future__ import annotations
 

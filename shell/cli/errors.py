@@ -1,4 +1,4 @@
-"""How every `pulseseal` command fails: one clear line and a contract exit code (§8)."""
+"""How every `pulseseal` command fails: one clear line and an exit code of docs/contract.md §8."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of contract §8."""
+    """Exit codes of docs/contract.md §8."""
 
     OK = 0
     PARTIAL = 1

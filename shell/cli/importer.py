@@ -1,4 +1,4 @@
-"""`pulseseal import PATH... [--format ndjson|csv] [--resume]` (contract §8)."""
+"""`pulseseal import PATH... [--format ndjson|csv] [--resume]` (docs/contract.md §8)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from shell.cli.errors import CliError, ExitCode
 HELP = """Publish the events of NDJSON or CSV files, with broker confirms.
 
 \b
-NDJSON: one event (contract §3) per line; blank lines are skipped.
+NDJSON: one event (docs/contract.md §3) per line; blank lines are skipped.
 CSV: a header row, then one event per row. Columns: event_id, user_id, type,
 occurred_at (required), source_kind, source_device (optional), and
 data.<field> for the data fields of the types in the file (data.bpm,

@@ -83,7 +83,7 @@ def shred(
             f"Destroy every key of user {user_id}? Their sealed events can never be read again.", abort=True
         )
     receipt = _call(key_file, "shred", lambda c: c.shred(user_id))
-    print(json.dumps(receipt))
+    print(receipt.model_dump_json())
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""`pulseseal keyservice`: run the key service (contract §6) on uvicorn."""
+"""`pulseseal keyservice`: run the key service (docs/contract.md §6) on uvicorn."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`pulseseal replay --user-id U [--since T] [--until T] --purpose TEXT [--out FILE]` (contract §8)."""
+"""`pulseseal replay --user-id U [--since T] [--until T] --purpose TEXT [--out FILE]` (docs/contract.md §8)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ JSON-escaped form contains it too; the notes add a non-ASCII letter to exercise 
 fields (`spo2.percent`, `medication.dose_mg`) carry a float with twelve significant digits; the time
 fields (`occurred_at`, `ended_at`) an instant with microseconds and an unusual offset, in canonical
 form. Enumerations, booleans and small integers cannot carry a canary. `event_id` and `user_id` are
-clear fields of every sealed document by design (contract §5) and are not canaries.
+clear fields of every sealed document by design (docs/contract.md §5) and are not canaries.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ async def pulseseal(env: dict[str, str], *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "pulseseal",
+        "shell",
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -305,7 +305,7 @@ class ImporterDriver:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "pulseseal",
+                "shell",
                 "import",
                 *args,
                 env=self._env,

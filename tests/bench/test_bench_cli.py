@@ -84,7 +84,7 @@ def test_a_quick_run_measures_every_scenario_and_judges_every_target(
     # Every target is judged on a measured figure; whether it is met is for the full run to say.
     assert set(verdicts.values()) <= {"met", "not met"}, verdicts
     # The tables went to stdout; progress to stderr.
-    assert "Targets (issue 7)" in result.stdout
+    assert "Targets" in result.stdout
     assert "scenario 1 (seal)" in result.stderr
 
 

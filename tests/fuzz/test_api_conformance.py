@@ -68,7 +68,7 @@ def _ndjson(ctx: schemathesis.SerializationContext, value: Any) -> bytes:
     return text.encode()
 
 
-# 413 is how both services refuse an over-long list (contract §6, §7): a rejection like 422.
+# 413 is how both services refuse an over-long list (docs/contract.md §6, §7): a rejection like 422.
 _REJECTIONS = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
 CONFIG = schemathesis.Config.from_dict(
     {"checks": {"negative_data_rejection": {"expected-statuses": _REJECTIONS}}}

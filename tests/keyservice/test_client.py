@@ -103,8 +103,8 @@ async def test_decrypt_and_specific_exceptions(make_client: MakeClient, service:
     with pytest.raises(KeyUnknown):
         await auditor.key_version("zoe", 9, purpose="p")
     receipt = await admin.shred("zoe")
-    verify_receipt(receipt, service.signing_key.public_key())
-    assert receipt["versions_destroyed"] == [1, 2]
+    verify_receipt(receipt.model_dump(), service.signing_key.public_key())
+    assert receipt.versions_destroyed == [1, 2]
     with pytest.raises(KeyShredded):
         await make_client("encryptor").current_key("zoe")
     with pytest.raises(KeyShredded):

@@ -69,7 +69,7 @@ async def test_the_client_hands_the_dates_on(make_client: Callable[..., KeyServi
     granted = await auditor.decrypt_keys([("kim", 1), ("lea", 1), ("lea", 2)], purpose="audit")
     assert set(granted.keys) == {("lea", 1)}
     assert granted.missing == {("kim", 1): "shredded", ("lea", 2): "unknown"}
-    assert granted.destroyed_at == {("kim", 1): receipt["destroyed_at"]}
+    assert granted.destroyed_at == {("kim", 1): receipt.destroyed_at}
 
 
 # --- POST /v1/audit/replays ---

@@ -1,4 +1,4 @@
-"""The six event types of contract §3: every bound, every required field, strict types, UUIDs.
+"""The six event types of docs/contract.md §3: every bound, every required field, strict types, UUIDs.
 
 Most tests run twice, once through `parse_event` (JSON text, as producers send it) and once through
 `validate_event` (a Python dict), because the two go through different pydantic input modes. Times and

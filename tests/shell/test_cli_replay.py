@@ -330,7 +330,7 @@ async def test_a_shredded_users_records_are_unreadable_with_the_date(
     assert result.returncode == 1
     assert result.stdout == canonical(after)
     assert lines(result.stderr) == [
-        f"replay: 12 records of user {user} unreadable: keys destroyed on {receipt['destroyed_at']}",
+        f"replay: 12 records of user {user} unreadable: keys destroyed on {receipt.destroyed_at}",
         f"replayed 5 events of user {user} (0 failed to open, 12 unreadable)",
     ]
     [report] = [r for r in await audit_records(ks_settings, user) if r.action == "replay"]
@@ -468,7 +468,7 @@ def peak_rss_of_replay(env: dict[str, str], out: Path, *args: str) -> tuple[int,
                 _MEASURE,
                 str(result),
                 "-m",
-                "pulseseal",
+                "shell",
                 "replay",
                 "--purpose",
                 PURPOSE,

@@ -1,4 +1,4 @@
-"""Dev credentials: every file of contract §2, mode 0600 in a 0700 directory, never overwritten."""
+"""Dev credentials: every file of docs/contract.md §2, mode 0600 in a 0700 directory, never overwritten."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def test_the_demo_runs_every_step_and_verifies_replay_and_shred(
             [
                 sys.executable,
                 "-m",
-                "pulseseal",
+                "shell",
                 "demo",
                 "--users",
                 "6",

@@ -180,7 +180,7 @@ def build() -> dict[str, Any]:
         )
     return {
         "description": (
-            "PulseSeal sealed envelope v1 sample documents (contract §5, docs/envelope.md). Frozen: every "
+            "PulseSeal sealed envelope v1 sample documents (docs/contract.md §5, docs/envelope.md). Frozen: every "
             "later version must open them. Keys are test keys. Documents are MongoDB Extended JSON (relaxed)."
         ),
         "vectors": vectors,

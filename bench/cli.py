@@ -1,10 +1,13 @@
-"""`pulseseal bench [--quick] [--json FILE] [--scenario ID]... [--events N]`: the benchmark of issue 7.
+"""`pulseseal bench [--quick] [--json FILE] [--scenario ID]... [--events N]`: the benchmark (docs/benchmarks.md).
 
 Runs the scenarios of `bench.harness.SCENARIOS` in this one process against the local servers, prints a
 table per scenario and the targets, and optionally writes the same as JSON. Exit 0 when every scenario
 that ran measured everything; 1 when some figure could not be measured (the table says why); 2 when a
 server is missing or the options are wrong. Targets not met do not change the exit code: the benchmark
 reports, it does not judge a build.
+
+The benchmark stands above the shell, so the shell does not import it: `register` adds the command to the
+`pulseseal` app through the `pulseseal.commands` entry point (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def bench(
     ] = None,
 ) -> int:
     """Run the benchmark and print its tables."""
-    # Imported here: the competitors' libraries are heavy and only the benchmark needs them.
+    # Imported when the command runs: the competitors' libraries are heavy, and a missing one is a clear
+    # line rather than a `pulseseal` that does not start.
     try:
         from bench import harness, report
     except ImportError as exc:
@@ -104,3 +108,8 @@ def _require_servers(settings: Settings, needs: set[str]) -> None:
                 f"{name} is not answering at {redact_url(url)}: start the local servers with "
                 "`pulseseal services up`"
             ) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add `pulseseal bench` to the command line (the `pulseseal.commands` entry point)."""
+    app.command("bench", help=HELP)(bench)
