@@ -5,20 +5,23 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PULSESEAL_HOME ?= .pulseseal
 
-.PHONY: help install services services-down lint format typecheck test test-fast demo soak docs docs-check bench clean
+.PHONY: help install lock services services-down lint format typecheck test test-fast demo soak docs docs-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "PulseSeal needs Python >= 3.11 as '$(PYTHON)' (set PYTHON=...)"; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/.installed  ## create the virtualenv and install PulseSeal with its dev extras
+install: $(BIN)/.installed  ## create the virtualenv and install PulseSeal with its dev extras (pinned by constraints.txt)
+
+lock: install  ## re-resolve constraints.txt (every pinned version) from pyproject.toml's ranges
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --upgrade --quiet -o constraints.txt
 
 services: install  ## install (if missing) and start RabbitMQ, the key-store Redis and FerretDB
 	$(BIN)/pulseseal services up
