@@ -83,7 +83,7 @@ def main() -> None:
         sys.exit(exc.code)
     except (typer.Abort, KeyboardInterrupt):
         print("pulseseal: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # last line of defence: one line, no traceback, no data

@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     PARTIAL = 1
     USAGE = 2
     INTEGRITY = 3
+    INTERRUPTED = 130  # as shells report SIGINT (128 + 2)
 
 
 class CliError(Exception):
