@@ -29,6 +29,14 @@ class KeyServiceMetrics:
             ["reason"],
             registry=self.registry,
         )
+        # By caller, never by user: which caller keeps asking for erased data is the question an operator
+        # can act on; the audit log names the users.
+        self.shredded_access = Counter(
+            "pulseseal_shredded_access",
+            "Encrypt or decrypt requests that named a crypto-shredded user, by caller.",
+            ["caller"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "pulseseal_keyservice_request_duration_seconds",
             "Time to answer a request, by endpoint.",

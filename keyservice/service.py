@@ -128,6 +128,7 @@ class KeyService:
         self.metrics.grants.labels("encrypt").inc(len(keys))
         if shredded:
             self.metrics.refusals.labels(MissingReason.SHREDDED).inc(len(shredded))
+            self.metrics.shredded_access.labels(caller.caller_id).inc()
         return EncryptAnswer.model_construct(
             keys=self._granted(keys),
             refused=[RefusedUser.model_construct(user_id=u, reason=MissingReason.SHREDDED) for u in shredded],
@@ -185,6 +186,8 @@ class KeyService:
                     )
                 )
                 self.metrics.refusals.labels(reason).inc(len(refused))
+                if reason == MissingReason.SHREDDED:
+                    self.metrics.shredded_access.labels(caller.caller_id).inc()
         await self.audit.append_many(records)
         self.metrics.grants.labels("decrypt").inc(len(lookup.found))
         return DecryptAnswer.model_construct(

@@ -251,6 +251,22 @@ async def test_metrics_count_grants_and_refusals_without_user_ids(
     assert "metric-user" not in text
 
 
+async def test_asking_for_a_shredded_user_is_counted_by_caller_never_by_user(
+    http: httpx.AsyncClient, creds: Credentials
+) -> None:
+    await send(http, creds, "encryptor", "POST", ENCRYPT, {"user_ids": ["gone-user"]})
+    await send(http, creds, "admin", "DELETE", "/v1/users/gone-user")
+    before = (await http.get("/metrics")).text
+    assert 'pulseseal_shredded_access_total{caller="encryptor"}' not in before
+    await send(http, creds, "encryptor", "POST", ENCRYPT, {"user_ids": ["gone-user", "kept-user"]})
+    wanted = {"keys": [{"user_id": "gone-user", "version": 1}], "purpose": "audit"}
+    await send(http, creds, "auditor", "POST", "/v1/keys/decrypt", wanted)
+    text = (await http.get("/metrics")).text
+    assert 'pulseseal_shredded_access_total{caller="encryptor"} 1.0' in text
+    assert 'pulseseal_shredded_access_total{caller="auditor"} 1.0' in text
+    assert "gone-user" not in text
+
+
 # --- attacks: each answered with the right status and an audit record ---
 
 
