@@ -15,8 +15,9 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
 
-import consumers.metrics
-import producers.metrics
+# Imported for their side effect: the encryptor's and the producers' metrics register in REGISTRY.
+import consumers.metrics  # noqa: F401
+import producers.metrics  # noqa: F401
 from keyservice.metrics import KeyServiceMetrics
 
 MONITORING = Path(__file__).resolve().parents[2] / "infra" / "monitoring"
@@ -31,7 +32,6 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
 
 def exported_names() -> set[str]:
     """Every series name the encryptor, the producers and the key service can expose."""
-    assert consumers.metrics.EVENTS_SEALED and producers.metrics.PUBLISH_SECONDS  # registered on import
     names: set[str] = set()
     registries: list[CollectorRegistry] = [REGISTRY, KeyServiceMetrics().registry]
     for registry in registries:
