@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from keyservice.wire.models import MAX_COUNT, MAX_KEYS, USER_ID_PATTERN
+from pulseseal.envelope import MAX_KEY_VERSION
 
 _USER_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": USER_ID_PATTERN}
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -113,7 +114,7 @@ def _schemas() -> dict[str, Any]:
                         "required": ["user_id", "version"],
                         "properties": {
                             "user_id": _USER_ID,
-                            "version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                            "version": {"type": "integer", "minimum": 1, "maximum": MAX_KEY_VERSION},
                         },
                         "additionalProperties": False,
                     },

@@ -5,19 +5,20 @@ Validation errors become one `RequestInvalid` naming the field, never the value 
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from keyservice.wire.errors import RequestInvalid, RequestTooLarge
+from pulseseal.envelope import MAX_KEY_VERSION
+from schemas.rfc3339 import parse_rfc3339 as _parse_strict_rfc3339
+from schemas.userids import USER_ID_PATTERN as USER_ID_PATTERN  # re-exported: the wire names it
+from schemas.userids import USER_ID_RE as _USER_ID_RE
 
 MAX_KEYS = 1000
 MAX_COUNT = 2**53 - 1  # record counts: exact in every JSON reader
 MAX_BODY_BYTES = 256 * 1024
-USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
-_USER_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 UserId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128, pattern=USER_ID_PATTERN)]
 
@@ -37,7 +38,7 @@ class KeyRef(_Body):
     """One key version of one user."""
 
     user_id: UserId
-    version: int = Field(ge=1, le=2**31 - 1)
+    version: int = Field(ge=1, le=MAX_KEY_VERSION)
 
 
 class DecryptRequest(_Body):
@@ -101,9 +102,8 @@ def parse_rfc3339(text: str, field: str) -> datetime:
         RequestInvalid: not RFC 3339 or no offset.
     """
     try:
-        parsed = datetime.fromisoformat(text)
+        return _parse_strict_rfc3339(text)
     except ValueError:
-        raise RequestInvalid(f"{field} must be an RFC 3339 time", reason="invalid_time") from None
-    if parsed.tzinfo is None or "T" not in text.upper():
-        raise RequestInvalid(f"{field} must be an RFC 3339 time with an offset", reason="invalid_time")
-    return parsed
+        raise RequestInvalid(
+            f"{field} must be an RFC 3339 time with an offset", reason="invalid_time"
+        ) from None

@@ -26,9 +26,14 @@ def test_write_atomic_replaces_the_file_with_the_mode_asked(tmp_path: Path) -> N
 def test_a_block_that_raises_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "backup.ndjson"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError), atomic_write(target) as out:
-        out.write(b"half of a ")
-        raise RuntimeError("the source stopped answering")
+
+    def interrupted_backup() -> None:
+        with atomic_write(target) as out:
+            out.write(b"half of a ")
+            raise RuntimeError("the source stopped answering")
+
+    with pytest.raises(RuntimeError):
+        interrupted_backup()
     assert target.read_bytes() == b"old"
     assert _leftovers(tmp_path) == []
 
