@@ -8,7 +8,6 @@ publish failed is published again, with backoff, until the broker takes it or `r
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,10 +15,11 @@ from typing import Protocol
 
 from producers.importer.checkpoint import Checkpoint
 from producers.publisher import PublishFailed
+from pulseseal.retry import Backoff, retry
 from pulseseal.topology import BATCH_ROUTING_KEY, NDJSON
 
-_FIRST_DELAY_S = 0.2
-_MAX_DELAY_S = 5.0
+# Steady, no jitter: one importer process, nothing to spread out.
+_BACKOFF = Backoff(initial_s=0.2, cap_s=5.0, jitter=0.0)
 
 
 class Sender(Protocol):
@@ -112,20 +112,19 @@ class ConfirmWindow:
 
     async def _retry(self, batch: Batch, failure: PublishFailed) -> None:
         self._on_retry(str(failure))
-        deadline = time.monotonic() + self._retry_s
-        delay = _FIRST_DELAY_S
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ImportAborted(f"RabbitMQ did not take the events for {self._retry_s:g} s ({failure})")
-            await self._sleep(min(delay, remaining))
-            delay = min(delay * 2, _MAX_DELAY_S)
-            try:
-                await self._publish(batch)
-            except PublishFailed as exc:
-                failure = exc
-            else:
-                return
+        try:
+            await retry(
+                lambda: self._publish(batch),
+                on=lambda exc: isinstance(exc, PublishFailed),
+                backoff=_BACKOFF,
+                within_s=self._retry_s,
+                sleep=self._sleep,
+                failed=failure,
+            )
+        except PublishFailed as last:
+            raise ImportAborted(
+                f"RabbitMQ did not take the events for {self._retry_s:g} s ({last})"
+            ) from None
 
     async def _publish(self, batch: Batch) -> None:
         await self._publisher.publish(batch.body, routing_key=BATCH_ROUTING_KEY, content_type=NDJSON)
