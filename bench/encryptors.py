@@ -1,6 +1,6 @@
 """Encryptors as real processes, and the drain: how fast they empty a pre-loaded queue.
 
-`python -m pulseseal encryptor --metrics-port 0` runs with the benchmark's virtual host, a database of its
+`pulseseal encryptor --metrics-port 0` (started and awaited through `shell.processes`) runs with the benchmark's virtual host, a database of its
 own and the benchmark's key service. Progress is read from each process's Prometheus `/metrics`
 (`pulseseal_events_sealed_total` + `pulseseal_events_duplicate_total`: an event counts once it is durably
 stored), polled every `POLL_S`; peak RSS is the kernel's high-water mark (`VmHWM` in
@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
-import signal
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -28,12 +25,12 @@ from bench.cpu import CpuMeter
 from bench.keyservice import RunningKeyService
 from bench.scratch import Scratch
 from bench.traffic import Message, Workload, publish
+from shell.processes import Child, StartFailed, spawn_encryptor
 
 # Every scrape costs the encryptor CPU it would otherwise spend on the drain (a thread and a connection
 # per request in prometheus-client's server; 19 % of the encryptor's samples in a py-spy profile at
 # 0.05 s): 0.1 s halves that and still times a 25 s drain to 0.4 %. Production scrapes every 15 s.
 POLL_S = 0.1
-_PORT = re.compile(r'"msg": "metrics on port (\d+)"')
 SEALED = "pulseseal_events_sealed_total"
 DUPLICATES = "pulseseal_events_duplicate_total"
 HITS = "pulseseal_key_cache_hits_total"
@@ -46,38 +43,38 @@ class EncryptorFailed(RuntimeError):
 
 @dataclass(slots=True)
 class EncryptorProcess:
-    """One running encryptor."""
+    """One running encryptor (`shell.processes`)."""
 
-    process: asyncio.subprocess.Process
-    log_path: Path
+    child: Child
     metrics_url: str = ""
 
     @property
     def pid(self) -> int:
         """The process id (for py-spy and /proc)."""
-        return self.process.pid
+        return self.child.process.pid
+
+    def exited(self) -> bool:
+        """Whether the process has exited."""
+        return not self.child.running()
 
     def last_log_line(self) -> str:
         """The last line it logged (never event data: the encryptor logs ids and counts only)."""
-        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        if self.child.log is None:
+            return "no output"
+        lines = self.child.log.read_text(errors="replace").strip().splitlines()
         return lines[-1][:300] if lines else "no output"
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Wait until it logged its metrics port and "encryptor ready".
+        """Wait until its `/readyz` answers 200.
 
         Raises:
             EncryptorFailed: it exited or did not get ready in time.
         """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            text = self.log_path.read_text(errors="replace")
-            port = _PORT.search(text)
-            if port and "encryptor ready" in text:
-                self.metrics_url = f"http://127.0.0.1:{port.group(1)}/metrics"
-                return
-            if self.process.returncode is not None or time.monotonic() > deadline:
-                raise EncryptorFailed(f"encryptor did not start: {self.last_log_line()}")
-            await asyncio.sleep(0.05)
+        try:
+            port = await self.child.wait_encryptor_ready_async(timeout_s)
+        except StartFailed:
+            raise EncryptorFailed(f"encryptor did not start: {self.last_log_line()}") from None
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
 
     async def metrics(self, http: httpx.AsyncClient) -> dict[str, float]:
         """Its counters and gauges by sample name (labels summed)."""
@@ -98,14 +95,7 @@ class EncryptorProcess:
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after `timeout_s`."""
-        if self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout_s)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+        await self.child.stop_async(timeout_s)
 
 
 def encryptor_env(scratch: Scratch, database: str, service: RunningKeyService, home: Path) -> dict[str, str]:
@@ -131,20 +121,9 @@ async def encryptors(
         started: list[EncryptorProcess] = []
         try:
             for index in range(count):
-                log_path = where / f"encryptor-{index}.log"
-                with log_path.open("wb") as log:
-                    process = await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "shell",
-                        "encryptor",
-                        "--metrics-port",
-                        "0",
-                        env=dict(env),
-                        stdout=log,
-                        stderr=asyncio.subprocess.STDOUT,
-                    )
-                started.append(EncryptorProcess(process, log_path))
+                name = f"encryptor-{index}"
+                child = spawn_encryptor(name, where, env=env, log=where / f"{name}.log", append=False)
+                started.append(EncryptorProcess(child))
             await asyncio.gather(*(p.wait_ready() for p in started))
             yield started
         finally:
@@ -281,7 +260,7 @@ async def _watch(
                 per_process=[r.get(SEALED, 0.0) + r.get(DUPLICATES, 0.0) for r in readings],
             )
         for process in running:
-            if process.process.returncode is not None:
+            if process.exited():
                 raise EncryptorFailed(f"an encryptor exited during the drain: {process.last_log_line()}")
         if now > deadline:
             raise EncryptorFailed(f"the drain did not finish in {timeout_s:.0f} s ({done:.0f}/{expected})")

@@ -13,14 +13,10 @@ the sequential loop (one caller; the service is not saturated by it).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import secrets
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +24,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
@@ -37,6 +32,7 @@ from bench.harness import BenchContext
 from bench.results import Figure, ScenarioResult
 from bench.timing import Latency, latency
 from keyservice.client import KeyServiceClient
+from shell.processes import StartFailed, free_port, spawn
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +86,6 @@ def write_credentials(directory: Path) -> Ed25519PrivateKey:
     return encryptor
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def keyservice_process(
     redis_url: str, *, start_timeout_s: float = 30.0
@@ -106,7 +96,7 @@ async def keyservice_process(
         RuntimeError: it did not become healthy in time (the message has the last line it logged).
     """
     prefix = f"pulseseal:bench:{secrets.token_hex(4)}:"
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-") as home:
         credentials = Path(home) / "credentials"
         encryptor = write_credentials(credentials)
@@ -120,51 +110,22 @@ async def keyservice_process(
             "PULSESEAL_KEYSERVICE_PORT": str(port),
         }
         log_path = Path(home) / "keyservice.log"
-        with log_path.open("wb") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "shell",
-                "keyservice",
-                "--log-level",
-                "warning",
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        child = spawn(
+            "keyservice", ["keyservice", "--log-level", "warning"], env=env, log=log_path, append=False
+        )
         url = f"http://127.0.0.1:{port}"
         try:
-            await _wait_healthy(url, process, log_path, start_timeout_s)
-            yield RunningKeyService(url, encryptor, prefix, credentials)
-        finally:
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 10)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
-            await _delete_prefix(redis_url, prefix)
-
-
-async def _wait_healthy(
-    url: str, process: asyncio.subprocess.Process, log_path: Path, timeout_s: float
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(timeout=2.0) as http:
-        while True:
             try:
-                if (await http.get(url + "/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if process.returncode is not None or time.monotonic() > deadline:
-                text = await asyncio.to_thread(log_path.read_text, errors="replace")
-                lines = text.strip().splitlines()
+                await child.wait_ready_async(url + "/healthz", start_timeout_s)
+            except StartFailed:
+                lines = log_path.read_text(errors="replace").strip().splitlines()
                 raise RuntimeError(
                     f"the benchmark's key service did not start: {lines[-1] if lines else 'no output'}"
-                )
-            await asyncio.sleep(0.1)
+                ) from None
+            yield RunningKeyService(url, encryptor, prefix, credentials)
+        finally:
+            await child.stop_async(10)
+            await _delete_prefix(redis_url, prefix)
 
 
 async def _delete_prefix(redis_url: str, prefix: str) -> None:

@@ -68,6 +68,7 @@ async def offered_load(
         RuntimeError: not everything was stored within `settle_s` after the schedule ended.
     """
     messages = min(int(rate * seconds / per_message), len(workload.lines) // per_message)
+    bodies = [batch.body for batch in workload.batches(messages * per_message, per_message)]
     interval = per_message / rate
     await scratch.reset_queues()
     database = scratch.new_database()
@@ -87,9 +88,8 @@ async def offered_load(
                     delay = started + index * interval - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    lines = workload.lines[index * per_message : (index + 1) * per_message]
                     message = aio_pika.Message(
-                        b"\n".join(lines) + b"\n",
+                        bodies[index],
                         content_type=NDJSON,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     )

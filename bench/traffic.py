@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 
 from bench.harness import BenchContext
+from producers.ndjson import pack_ndjson
 from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON, declare_topology, routing_key_for
 from schemas import MAX_BATCH_EVENTS, HealthEvent, parse_event
 from shell import synthetic
@@ -48,8 +49,7 @@ class Workload:
         """The first `count` events (all by default) as NDJSON messages of `per_message` events."""
         lines = self.lines[: len(self.lines) if count is None else count]
         return [
-            Message(b"\n".join(lines[i : i + per_message]) + b"\n", NDJSON, BATCH_ROUTING_KEY)
-            for i in range(0, len(lines), per_message)
+            Message(body, NDJSON, BATCH_ROUTING_KEY) for body, _ in pack_ndjson(lines, max_events=per_message)
         ]
 
     def singles(self, count: int, *, offset: int = 0) -> list[Message]:

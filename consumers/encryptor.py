@@ -14,7 +14,6 @@ to decode fails alone; its batch neighbours are sealed.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,9 +33,12 @@ from pymongo.errors import PyMongoError
 from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
 from consumers.deadletters import publish_dead_letters
-from consumers.messages import Decoded, decode_message, estimated_events
-from consumers.sealing import Backoff, KeySource, MessageResult, Sealer
+from consumers.keys import KeySource
+from consumers.messages import decode_or_fail, estimated_events
+from consumers.readiness import BROKER, CONSUMING, KEYSERVICE, STORE, Readiness, ReadinessWatch
+from consumers.sealing import MessageResult, Sealer
 from pulseseal import mongo
+from pulseseal.retry import Backoff, retry
 from pulseseal.settings import Settings, redact_url
 from pulseseal.topology import SEAL_QUEUE, declare_topology
 
@@ -48,6 +50,7 @@ SHUTDOWN_GRACE_S = 10.0
 
 
 _NOT_READY = (OSError, TimeoutError, AMQPConnectionError, PyMongoError)
+_START_BACKOFF = Backoff(initial_s=0.1, cap_s=3.0)
 
 # The subscriber's description in the AsyncAPI document (docs/asyncapi.json, `make docs`).
 SUBSCRIBER_DESCRIPTION = (
@@ -99,6 +102,7 @@ class Encryptor:
         keys: Where current data keys come from.
         mongo_client: Client for the MongoDB-compatible server.
         clock: The clock for the 24 h future bound and `sealed_at` (injectable for tests).
+        readiness: Where `/readyz` reads this encryptor's checks (a fresh one by default).
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class Encryptor:
         mongo_client: AsyncMongoClient[dict[str, Any]],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        readiness: Readiness | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -137,7 +142,23 @@ class Encryptor:
             description=SUBSCRIBER_DESCRIPTION,
         )
         self.subscriber(self.handle)
-        self.app = FastStream(self.broker, on_startup=[self.prepare], on_shutdown=[self.drain], logger=None)
+        self.readiness = readiness if readiness is not None else Readiness()
+        self.readiness_watch = ReadinessWatch(
+            self.readiness,
+            {
+                BROKER: lambda: self.broker.ping(timeout=1.0),
+                CONSUMING: self._consuming,
+                KEYSERVICE: keys.reachable,
+                STORE: lambda: mongo.reachable(self._collection),
+            },
+        )
+        self.app = FastStream(
+            self.broker,
+            on_startup=[self.prepare],
+            after_startup=[self.readiness_watch.start],
+            on_shutdown=[self.drain],
+            logger=None,
+        )
 
     async def prepare(self) -> None:
         """Wait for RabbitMQ and MongoDB, declare the topology and the index, start the flusher."""
@@ -152,6 +173,7 @@ class Encryptor:
     async def drain(self) -> None:
         """Stop consuming, let in-flight messages finish and flush; bounded by `SHUTDOWN_GRACE_S` twice."""
         log.info("encryptor stopping: draining in-flight messages")
+        await self.readiness_watch.stop()
         await self.subscriber.stop()
         await self.batcher.close(SHUTDOWN_GRACE_S)
 
@@ -192,21 +214,10 @@ class Encryptor:
         of shredded users.
         """
         now = self._clock()
-        decoded: list[Decoded | None] = []
-        failures: list[str | None] = []
-        for delivered in batch:
-            try:
-                decoded.append(decode_message(delivered.body, delivered.content_type, now=now))
-                failures.append(None)
-            except Exception as exc:  # noqa: BLE001 - a message that breaks decoding is handed back alone
-                decoded.append(None)
-                failures.append(type(exc).__name__)
-        results = await self.sealer.flush([[] if d is None else d.events for d in decoded])
-        for result, message, failure in zip(results, decoded, failures, strict=True):
-            result.failure = failure
-            if message is not None and message.rejected:
-                result.dead[:0] = message.rejected
-        return results
+        return await self.sealer.flush([decode_or_fail(d.body, d.content_type, now=now) for d in batch])
+
+    async def _consuming(self) -> bool:
+        return bool(self.subscriber.running)
 
     async def _requeue(self, message: RabbitMessage) -> None:
         metrics.MESSAGES_REQUEUED.inc()
@@ -222,15 +233,12 @@ class Encryptor:
             await declare_topology(channel, delivery_limit=self._settings.delivery_limit)
 
     async def _until_ready(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
-        backoff = Backoff(cap_s=3.0)
-        while True:
-            try:
-                await attempt()
-                return
-            except _NOT_READY as exc:
-                delay = backoff.next_delay()
-                log.warning("%s not ready (%s), retrying in %.1f s", what, type(exc).__name__, delay)
-                await asyncio.sleep(delay)
+        def note(exc: BaseException, delay: float) -> None:
+            log.warning("%s not ready (%s), retrying in %.1f s", what, type(exc).__name__, delay)
+
+        await retry(
+            attempt, on=lambda exc: isinstance(exc, _NOT_READY), backoff=_START_BACKOFF, before_sleep=note
+        )
 
     @staticmethod
     def _ids(message: RabbitMessage) -> dict[str, Any]:

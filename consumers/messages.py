@@ -42,6 +42,8 @@ class Decoded:
 
     events: list[HealthEvent] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    failure: str | None = None
+    """Decoding itself broke (the error's type name): the message is handed back, nothing of it sealed."""
 
 
 def estimated_events(body: bytes, content_type: str | None) -> int:
@@ -88,6 +90,18 @@ def decode_message(body: bytes, content_type: str | None, *, now: datetime | Non
     else:
         decoded.rejected.append(Rejected(body, INVALID_MESSAGE, f"content type must be {JSON} or {NDJSON}"))
     return decoded
+
+
+def decode_or_fail(body: bytes, content_type: str | None, *, now: datetime | None = None) -> Decoded:
+    """`decode_message`, with any error of decoding itself caught as `Decoded(failure=<type name>)`.
+
+    One message that breaks the decoder (a bug, not bad data: bad data is `rejected`) fails alone; its
+    batch neighbours are still sealed.
+    """
+    try:
+        return decode_message(body, content_type, now=now)
+    except Exception as exc:  # noqa: BLE001 - handed back alone, by type name only (never the body)
+        return Decoded(failure=type(exc).__name__)
 
 
 def _add(decoded: Decoded, raw: bytes, line: int | None, now: datetime | None) -> None:

@@ -27,6 +27,7 @@ from keyservice.wire.errors import (
     MethodNotAllowed,
     NotFound,
     RequestInvalid,
+    RequestTimeout,
     RequestTooLarge,
 )
 from keyservice.wire.models import (
@@ -39,6 +40,7 @@ from keyservice.wire.models import (
     parse_rfc3339,
     parse_user_id,
 )
+from pulseseal.bodies import BodyTimeout, BodyTooLarge, read_limited
 
 log = logging.getLogger(__name__)
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -90,17 +92,19 @@ def problem(error: KeyServiceError, request_id: str) -> Response:
     )
 
 
-async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        raise RequestTooLarge(f"body over {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise RequestTooLarge(f"body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _read_body(request: Request, timeout_s: float = 10.0) -> bytes:
+    # Bounded in size and in time (pulseseal/bodies.py): a caller trickling bytes holds nothing for long.
+    try:
+        return await read_limited(
+            request.stream(),
+            declared_length=request.headers.get("content-length"),
+            limit=MAX_BODY_BYTES,
+            timeout_s=timeout_s,
+        )
+    except BodyTooLarge:
+        raise RequestTooLarge(f"body over {MAX_BODY_BYTES} bytes") from None
+    except BodyTimeout:
+        raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s") from None
 
 
 def create_app(service: KeyService) -> Starlette:

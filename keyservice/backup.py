@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from keyservice import scripts
 from keyservice.ledger import LedgerEntry, summarize
 from keyservice.wire.errors import KeyServiceError
 from keyservice.wrapping import MasterKey
+from pulseseal.files import atomic_write
 
 FORMAT = "pulseseal-keystore-backup/v1"
 _BATCH = 200
@@ -140,12 +140,10 @@ async def backup_keystore(
         "master_key_id": master.key_id_hex,
         "master_check": master.check_value,
     }
-    temporary = path.with_name(f".{path.name}.partial")
     digest = hashlib.sha256()
     users = versions = 0
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
+        with atomic_write(path) as out:
 
             def emit(obj: Mapping[str, Any]) -> None:
                 line = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode() + b"\n"
@@ -160,14 +158,9 @@ async def backup_keystore(
             out.write(
                 json.dumps({"end": True, "users": users, "sha256": digest.hexdigest()}).encode() + b"\n"
             )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
     except RedisError:
-        temporary.unlink(missing_ok=True)
         raise BackupError("the key-store Redis stopped answering during the backup") from None
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise BackupError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
     return BackupReport(path, users, versions)
 

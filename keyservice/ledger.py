@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keyservice.wire.errors import LedgerError
+from pulseseal.files import fsync_directory
 
 log = logging.getLogger(__name__)
 _CONTEXT = b"pulseseal-shred-ledger/v1\n"
@@ -166,11 +167,7 @@ class ShredLedger:
         finally:
             os.close(fd)
         if created:
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_directory(self.path.parent)
 
 
 def summarize(entries: Iterable[LedgerEntry]) -> dict[str, UserFloor]:

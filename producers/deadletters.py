@@ -9,7 +9,6 @@ confirmed the copy — a crash in between leaves a duplicate, never a loss.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import AMQPError
 
+from producers.confirms import InOrderConfirms
 from producers.publisher import Publisher, PublishFailed
 from pulseseal.settings import redact_url
 from pulseseal.topology import (
@@ -144,70 +144,41 @@ async def redrive(
     publisher = Publisher(
         url, delivery_limit=delivery_limit, confirm_timeout_s=confirm_timeout_s, app_id="pulseseal-redrive"
     )
-    mover = _Mover(publisher)
+
+    async def acknowledge(message: AbstractIncomingMessage) -> None:
+        await message.ack()
+
+    # Each dead letter is acked once its copy is confirmed, in order: a failure leaves it and later ones.
+    mover = InOrderConfirms(
+        lambda message: _copy(publisher, message), max_in_flight=_WINDOW, on_confirmed=acknowledge
+    )
     try:
         await publisher.connect()
         channel, queue, in_queue = await _open_dead_queue(connection, delivery_limit)
         for _ in range(in_queue):
-            if limit is not None and mover.started >= limit:
+            if limit is not None and mover.submitted >= limit:
                 break
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
             if code is not None and classify(message.headers)[0] != code:
                 continue  # left unacknowledged: back in the queue when the channel closes
-            await mover.add(message)
-        await mover.settle()
+            await mover.submit(message)
+        await mover.drain()
         await channel.close()
     except PublishFailed as exc:
         raise DeadLetterError(
-            f"{exc}; {mover.moved} moved, the rest is still in {DEAD_QUEUE} — retry later"
+            f"{exc}; {mover.settled} moved, the rest is still in {DEAD_QUEUE} — retry later"
         ) from None
     except AMQPError as exc:
         raise DeadLetterError(
-            f"RabbitMQ failed during the redrive ({type(exc).__name__}); {mover.moved} moved"
+            f"RabbitMQ failed during the redrive ({type(exc).__name__}); {mover.settled} moved"
         ) from None
     finally:
-        mover.cancel()
+        mover.abandon()
         await publisher.close()
         await connection.close()
-    return RedriveReport(mover.moved, in_queue - mover.moved)
-
-
-class _Mover:
-    """Copies dead letters with up to `_WINDOW` confirms outstanding; acks each once its copy is in."""
-
-    def __init__(self, publisher: Publisher) -> None:
-        self._publisher = publisher
-        self._pending: list[tuple[AbstractIncomingMessage, asyncio.Task[None]]] = []
-        self.started = 0
-        self.moved = 0
-
-    async def add(self, message: AbstractIncomingMessage) -> None:
-        self._pending.append((message, asyncio.create_task(_copy(self._publisher, message))))
-        self.started += 1
-        if len(self._pending) >= _WINDOW:
-            await self.settle()
-
-    async def settle(self) -> None:
-        """Ack, in order, every dead letter whose copy was confirmed.
-
-        Raises:
-            PublishFailed: a copy was not confirmed; it and later ones stay unacknowledged.
-        """
-        while self._pending:
-            message, task = self._pending[0]
-            await task
-            await message.ack()
-            self._pending.pop(0)
-            self.moved += 1
-
-    def cancel(self) -> None:
-        for _, task in self._pending:
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not report it as lost
-            task.cancel()
-        self._pending.clear()
+    return RedriveReport(mover.settled, in_queue - mover.settled)
 
 
 async def _copy(publisher: Publisher, message: AbstractIncomingMessage) -> None:

@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from schemas import HealthEvent, canonical_json, parse_event
 
 KEY_BYTES = 32
-MAX_KEY_VERSION = 0xFFFF_FFFF  # the u32 slot of the associated data
+# The highest key version anything issues, accepts or opens: the key service's API caps versions at the
+# int32 range (what every JSON and OpenAPI reader holds exactly); the envelope's u32 slot holds them all.
+MAX_KEY_VERSION = 2**31 - 1
 
 
 class InvalidKeyMaterial(ValueError):
@@ -59,7 +61,7 @@ class DataKey:
     ) -> None:
         if len(material) != KEY_BYTES:
             raise InvalidKeyMaterial(f"a data key must be {KEY_BYTES} bytes")
-        # Checked here, not at seal time: a version outside the u32 slot could never be sealed under.
+        # Checked here, not at seal time: a version outside the range could never be asked for again.
         if not _is_int(version) or not 1 <= version <= MAX_KEY_VERSION:
             raise ValueError(f"a key version must be an int from 1 to {MAX_KEY_VERSION}")
         self._user_id = user_id

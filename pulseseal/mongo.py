@@ -44,3 +44,9 @@ def sealed_events(
 async def ensure_indexes(collection: AsyncCollection[dict[str, Any]]) -> None:
     """Create `{user_id: 1, occurred_at: 1}` if it is missing (idempotent)."""
     await collection.create_index(USER_TIME_INDEX, name="user_id_occurred_at")
+
+
+async def reachable(collection: AsyncCollection[dict[str, Any]]) -> bool:
+    """Whether the server answers a `ping` (readiness probes; raises what PyMongo raises when it does not)."""
+    reply = await collection.database.command("ping")
+    return bool(reply.get("ok"))

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from pulseseal.files import create_atomic
+
 RandomBytes = Callable[[int], bytes]
 
 #: Caller id → the scopes its dev key is given in `callers.json`.
@@ -168,21 +170,10 @@ def _write_new(path: Path, content: bytes) -> bool:
     The content goes to a private temporary file that is then hard-linked into place: the link fails if
     the name exists (no overwrite, even racing another `up`), and a reader never sees half a file.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
+        return create_atomic(path, content)
     except OSError as exc:
         raise CredentialsError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
 
 
 def _mismatches(callers_file: Path, public_keys: Mapping[str, str]) -> list[str]:

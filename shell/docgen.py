@@ -127,6 +127,9 @@ class _NoKeys:
     async def encrypt_keys(self, user_ids: Collection[str]) -> Any:
         raise NotImplementedError("documentation only")
 
+    async def reachable(self) -> bool:
+        return False
+
 
 def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI 3.0 document of the encryptor, from its FastStream broker.

@@ -30,7 +30,7 @@ from pulseseal.topology import SEAL_QUEUE
 from schemas import validate_event
 from tests.consumers.helpers import drain_dead_letters, open_channel, publish_batch, publish_single, wait_for
 from tests.factories import random_events, valid_event
-from tests.processes import Component, services, start, wait_healthy, wait_logged
+from tests.processes import Component, services, start, start_encryptor, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,7 @@ def encryptors(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
     started: list[Component] = []
 
     def launch() -> Component:
-        component = start("encryptor", ["encryptor"], pipeline_env, tmp_path)
-        wait_logged(component, "encryptor ready")
+        component = start_encryptor(pipeline_env, tmp_path)
         started.append(component)
         return component
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from keyservice.wire.models import (
     parse_answer,
 )
 from pulseseal.envelope import DataKey, InvalidKeyMaterial
+from pulseseal.retry import Backoff, retry, retry_after_s
 from pulseseal.settings import Settings
 from schemas.rfc3339 import format_rfc3339 as rfc3339
 
@@ -99,7 +99,8 @@ class KeyServiceClient:
         cache_size: Keys cached at most (LRU), per kind (current keys; keys by version).
         timeout_s: Timeout of one HTTP attempt.
         retries: Further attempts after a transient failure (connection error, timeout, 429/502/503/504).
-        backoff_s: First backoff; doubles each retry, with full jitter, capped at 2 s.
+        backoff_s: First backoff; doubles each retry, with full jitter, capped at 2 s. A 429 or 503 with
+            `Retry-After` waits what the service asked instead (at most 30 s; `pulseseal.retry`).
         transport: httpx transport (tests pass an ASGI transport).
         sleep: Injectable for tests.
 
@@ -348,6 +349,13 @@ class KeyServiceClient:
         answer = await self._request("GET", "/v1/audit", "keys:admin", None, params=params)
         return parse_answer(AuditAnswer, answer).records
 
+    async def healthy(self) -> bool:
+        """Whether the key service answers `GET /healthz` with 200 (its store reachable and durable)."""
+        try:
+            return (await self._http.get("/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     # --- transport ---
 
     async def _request(
@@ -362,8 +370,9 @@ class KeyServiceClient:
     ) -> bytes:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if body else {}
-        attempt = 0
-        while True:
+
+        async def attempt() -> bytes:
+            # A fresh token each attempt: a token is single-use and bound to this request.
             token = mint_token(self._key, self.caller_id, method=method, path=path, body=body, scope=scope)
             self.requests_sent += 1
             try:
@@ -375,22 +384,37 @@ class KeyServiceClient:
                     headers={**headers, "Authorization": f"Bearer {token}"},
                 )
             except httpx.TransportError as exc:
+                away = KeyServiceUnavailable(f"key service not reachable: {type(exc).__name__}")
                 # A request that may have been sent is retried only when repeating it is harmless.
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if attempt >= self._retries or (sent and not idempotent):
-                    raise KeyServiceUnavailable(f"key service not reachable: {type(exc).__name__}") from None
-            else:
-                if response.status_code == 200:
-                    return response.content
-                if (
-                    response.status_code not in _TRANSIENT_STATUS
-                    or attempt >= self._retries
-                    or not idempotent
-                ):
-                    raise _error_from(response)
-            attempt += 1
-            delay = min(2.0, self._backoff_s * 2 ** (attempt - 1))
-            await self._sleep(random.uniform(0, delay))
+                raise (_Transient(away, None) if idempotent or not sent else away) from None
+            if response.status_code == 200:
+                return response.content
+            error = _error_from(response)
+            if response.status_code in _TRANSIENT_STATUS and idempotent:
+                raise _Transient(error, retry_after_s(response.headers.get("Retry-After")))
+            raise error
+
+        try:
+            return await retry(
+                attempt,
+                on=lambda exc: isinstance(exc, _Transient),
+                backoff=Backoff(initial_s=self._backoff_s, cap_s=2.0, jitter=1.0),
+                attempts=self._retries + 1,
+                sleep=self._sleep,
+            )
+        except _Transient as last:
+            raise last.error from None
+
+
+class _Transient(Exception):
+    """A failed attempt worth repeating: the error to raise if none is left, and the server's
+    `Retry-After` (seconds) when it sent one."""
+
+    def __init__(self, error: KeyServiceError, retry_after_s: float | None) -> None:
+        super().__init__(error.detail)
+        self.error = error
+        self.retry_after_s = retry_after_s
 
 
 def _data_key(granted: GrantedKey) -> DataKey:

@@ -54,6 +54,14 @@ class RequestTooLarge(KeyServiceError):
     title = "Request too large"
 
 
+class RequestTimeout(KeyServiceError):
+    """The body did not arrive whole in time (408)."""
+
+    status = 408
+    default_reason = "body_timeout"
+    title = "Request timeout"
+
+
 class RequestInvalid(KeyServiceError):
     """The body or a path parameter is not what the endpoint takes (422)."""
 

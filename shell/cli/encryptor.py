@@ -1,19 +1,27 @@
-"""`pulseseal encryptor`: run one encryptor process (docs/contract.md §8)."""
+"""`pulseseal encryptor`: run one encryptor process (docs/contract.md §8).
+
+Its metrics port serves Prometheus `/metrics` and `/readyz` (200 once it is connected to RabbitMQ,
+consuming, and can reach the key service and MongoDB; `consumers/readiness.py`). With `--metrics-port 0`
+the port is chosen by the system: `--port-file` names a file the chosen port is written to (one line,
+written atomically once the port listens), and the log line `metrics listening` carries it as `port`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from prometheus_client import start_http_server
 
 from consumers.encryptor import Encryptor, tune_garbage_collector
 from consumers.keys import KeyServiceSource
+from consumers.readiness import Readiness, start_status_server
 from keyservice.client import KeyServiceClient
 from keyservice.wire.errors import KeyServiceError
 from pulseseal import mongo
+from pulseseal.files import write_atomic
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings
 from shell.cli.errors import CliError
@@ -24,31 +32,43 @@ log = logging.getLogger("pulseseal.encryptor")
 def run(
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="Prometheus port (default PULSESEAL_ENCRYPTOR_METRICS_PORT; 0 picks a free one)."),
+        typer.Option(
+            help="Port of /metrics and /readyz (default PULSESEAL_ENCRYPTOR_METRICS_PORT; 0 picks a free one)."
+        ),
+    ] = None,
+    port_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the metrics port to this file once it listens (for --metrics-port 0)."),
     ] = None,
 ) -> None:
     """Run an encryptor: seal events from `pulseseal.seal` into MongoDB. Start several to share the work."""
     configure_logging("encryptor")
     settings = load_settings()
     port = settings.encryptor_metrics_port if metrics_port is None else metrics_port
+    readiness = Readiness()
     try:
-        server, _ = start_http_server(port, addr=settings.metrics_host)
+        server = start_status_server(settings.metrics_host, port, readiness)
     except OSError as exc:
         raise CliError(
             f"cannot serve metrics on {settings.metrics_host}:{port} ({exc.strerror}): "
             "set PULSESEAL_ENCRYPTOR_METRICS_PORT or --metrics-port (0 picks a free port)"
         ) from None
-    log.info("metrics on port %d", server.server_port)
+    log.info("metrics listening", extra={"port": server.server_port})
+    if port_file is not None:
+        try:
+            write_atomic(port_file, f"{server.server_port}\n".encode(), mode=0o644)
+        except OSError as exc:
+            raise CliError(f"cannot write the port file {port_file}: {exc.strerror}") from None
     try:
         client = KeyServiceClient.from_settings(settings, "encryptor")
     except KeyServiceError as exc:
         raise CliError(f"{exc.detail}; run `pulseseal services up` to create dev credentials") from None
-    asyncio.run(_run(settings, client))
+    asyncio.run(_run(settings, client, readiness))
 
 
-async def _run(settings: Settings, client: KeyServiceClient) -> None:
+async def _run(settings: Settings, client: KeyServiceClient, readiness: Readiness) -> None:
     mongo_client: Any = mongo.connect(settings.mongo_url)
-    encryptor = Encryptor(settings, KeyServiceSource(client), mongo_client)
+    encryptor = Encryptor(settings, KeyServiceSource(client), mongo_client, readiness=readiness)
     tune_garbage_collector()
     try:
         await encryptor.app.run()

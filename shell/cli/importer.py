@@ -13,7 +13,7 @@ import typer
 
 from producers.importer.plan import FilePlan, Format, ImportFileError, plan_file
 from producers.importer.progress import progress_for
-from producers.importer.run import Importer, ImportTotals
+from producers.importer.run import Importer, ImportOptions, ImportTotals
 from producers.publisher import BrokerUnavailable, Publisher
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings
@@ -101,13 +101,12 @@ async def _import(settings: Settings, plans: list[FilePlan]) -> ImportTotals:
         raise CliError(f"{exc} — start it (`pulseseal services up`) or set PULSESEAL_AMQP_URL") from None
     progress = progress_for(sys.stderr)
     try:
-        importer = Importer(
-            publisher,
-            progress,
+        options = ImportOptions(
             batch_events=settings.import_batch_events,
             in_flight=settings.import_in_flight,
             retry_s=settings.import_retry_s,
         )
+        importer = Importer(publisher, progress, options)
         return await importer.run(plans)
     except ImportFileError as exc:
         raise CliError(str(exc)) from None

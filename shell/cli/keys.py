@@ -22,9 +22,9 @@ from keyservice.client import KeyServiceClient
 from keyservice.rewrap import RewrapReport
 from keyservice.rewrap import rewrap as rewrap_store
 from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable
-from keyservice.wire.models import parse_rfc3339
 from keyservice.wrapping import MasterKey
 from pulseseal.settings import Settings, load_settings
+from schemas.rfc3339 import parse_rfc3339
 from shell.cli import keystore
 from shell.cli.errors import CliError
 
@@ -102,9 +102,9 @@ def audit(
 ) -> None:
     """Print audit records as NDJSON, oldest first."""
     try:
-        since_time = parse_rfc3339(since, "--since") if since else None
-    except KeyServiceError as exc:
-        raise CliError(exc.detail) from None
+        since_time = parse_rfc3339(since) if since is not None else None
+    except ValueError as exc:
+        raise CliError(f"--since {exc}") from None
     records = _call(key_file, "audit", lambda c: c.audit(user_id=user_id, since=since_time, limit=limit))
     for record in records:
         print(json.dumps(record.to_json()))

@@ -8,12 +8,12 @@ re-applied by the restore and by the key service).
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as redis
 
+from shell.processes import command
 from shell.soak.pipeline import Pipeline
 from shell.soak.servers import SoakSetupError
 
@@ -35,10 +35,7 @@ async def pulseseal(env: dict[str, str], *args: str) -> str:
         SoakSetupError: it failed (exit status and last line in the message).
     """
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shell",
-        *args,
+        *command(args),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

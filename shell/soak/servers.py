@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shell.devservices import infra_dir
+from shell.processes import command, free_port
 
 SERVER_TIMEOUT_S = 240
 
@@ -31,13 +32,6 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def spare_amqp_port(rng: random.Random) -> int:
@@ -117,11 +111,11 @@ class Servers:
         Raises:
             SoakSetupError: the command failed (its last lines are in the message).
         """
-        command = [sys.executable, "-m", "shell", "services", action, *names]
+        argv = command(["services", action, *names])
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             result = subprocess.run(
-                command,
+                argv,
                 env=self.env(),
                 stdout=out,
                 stderr=subprocess.PIPE,

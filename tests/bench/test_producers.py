@@ -9,7 +9,8 @@ import pytest
 
 from bench.producers import bench_gateway, bench_importer, generate_ndjson, start_gateway
 from schemas import parse_event
-from tests.producers.helpers import ROOT, drain, event_ids, free_port
+from shell.processes import free_port
+from tests.producers.helpers import ROOT, drain, event_ids
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +42,7 @@ async def test_the_gateway_bench_drives_a_real_gateway(broker: str) -> None:
             f"http://127.0.0.1:{port}", secret, clients=2, events_per_request=10, seconds=1.0, warmup_s=0.2
         )
     finally:
-        gateway.terminate()
-        await asyncio.to_thread(gateway.wait, 30)
+        await gateway.stop_async(30)
     assert result.failed_requests == 0
     assert result.requests > 0
     assert result.events_per_s == pytest.approx(result.requests * 10 / 1.0)

@@ -12,7 +12,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pymongo.asynchronous.collection import AsyncCollection
 
-from consumers.sealing import EncryptKeys, KeysUnavailable
+from consumers.keys import SHREDDED, KeysUnavailable
+from keyservice.client import EncryptKeys
 from pulseseal.envelope import DataKey
 from pulseseal.topology import (
     BATCH_ROUTING_KEY,
@@ -38,13 +39,17 @@ class FakeKeySource:
         self.unavailable = False
         self.requests: list[frozenset[str]] = []
 
+    async def reachable(self) -> bool:
+        """Unless made unavailable."""
+        return not self.unavailable
+
     async def encrypt_keys(self, user_ids: Collection[str]) -> EncryptKeys:
         """Version-1 keys for every user not shredded."""
         if self.unavailable:
             raise KeysUnavailable("fake key service is down")
         self.requests.append(frozenset(user_ids))
         keys = {u: DataKey(u, 1, fixed_key_material(u)) for u in user_ids if u not in self.shredded}
-        return EncryptKeys(keys=keys, shredded=frozenset(u for u in user_ids if u in self.shredded))
+        return EncryptKeys(keys=keys, refused={u: SHREDDED for u in user_ids if u in self.shredded})
 
 
 async def open_channel(url: str) -> tuple[aio_pika.abc.AbstractRobustConnection, AbstractChannel]:

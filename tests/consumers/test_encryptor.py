@@ -188,7 +188,7 @@ async def test_a_message_that_keeps_failing_ends_in_the_dead_letter_queue_by_the
             raise RuntimeError("simulated crash")
         return real_decode(body, content_type, **kwargs)
 
-    monkeypatch.setattr("consumers.encryptor.decode_message", crashing_decode)
+    monkeypatch.setattr("consumers.messages.decode_message", crashing_decode)
     poison = valid_event("medication", data={"name": "POISON"})
     await publish_single(channel, poison)
     others = random_events(30, USERS, random.Random(13))
@@ -212,7 +212,7 @@ async def test_a_message_that_breaks_decoding_fails_alone_and_its_batch_neighbou
             raise RuntimeError("simulated crash")
         return real_decode(body, content_type, **kwargs)
 
-    monkeypatch.setattr("consumers.encryptor.decode_message", crashing_decode)
+    monkeypatch.setattr("consumers.messages.decode_message", crashing_decode)
     good = random_events(20, USERS, random.Random(14))
     poison = valid_event("medication", data={"name": "POISON"})
     batch = [

@@ -5,17 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shell.processes import Child, StartFailed, command, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = {
@@ -82,13 +81,6 @@ def make_credentials(directory: Path, networks: dict[str, list[str]] | None = No
     return creds
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def server_env(home: Path, creds: Credentials, redis_url: str, prefix: str, port: int) -> dict[str, str]:
     """Environment for a `pulseseal keyservice` subprocess using `creds`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSESEAL_")}
@@ -110,7 +102,7 @@ def server_env(home: Path, creds: Credentials, redis_url: str, prefix: str, port
 def pulseseal(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion."""
     return subprocess.run(
-        [sys.executable, "-c", "from shell.cli import main; main()", *args],
+        command(args),
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -126,38 +118,20 @@ def start_keyservice(env: dict[str, str], *args: str, log_file: Path) -> subproc
     Raises:
         AssertionError: it exited or did not become ready within 20 s (its log is in the message).
     """
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from shell.cli import main; main()", "keyservice", *args],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = env["PULSESEAL_KEYSERVICE_URL"] + "/healthz"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"keyservice exited {process.returncode}: {log_file.read_text()}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.terminate()
-    raise AssertionError(f"keyservice not ready in 20 s: {log_file.read_text()}")
+    child = spawn(
+        "keyservice", ["keyservice", *args], env=env, log=log_file, append=False, cwd=ROOT, new_session=False
+    )
+    try:
+        child.wait_ready(env["PULSESEAL_KEYSERVICE_URL"] + "/healthz", 20)
+    except StartFailed as exc:
+        child.stop(10)
+        raise AssertionError(f"{exc}: {log_file.read_text()}") from None
+    return child.process
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process this test started."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """Stop a process this test started (SIGTERM, SIGKILL after 10 s)."""
+    Child("process", process, None).stop(10)
 
 
 def b64url(data: bytes) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import aio_pika
 import jwt
 
 from pulseseal.topology import DEAD_QUEUE, NDJSON, SEAL_QUEUE, declare_topology
+from shell.processes import free_port
 
 SECRET = b"test-gateway-secret-0123456789-abcdefghijklmnop"
 AUDIENCE = "authenticated"
@@ -101,13 +101,6 @@ async def purge(url: str) -> None:
 def event_ids(messages: Iterable[Delivered]) -> list[str]:
     """Every event id in the messages, in order, duplicates kept."""
     return [event_id for message in messages for event_id in message.event_ids()]
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dead_url() -> str:

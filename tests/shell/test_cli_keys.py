@@ -25,7 +25,8 @@ from keyservice.receipts import verify_receipt
 from keyservice.store import KeyStore
 from keyservice.wire.errors import KeyServiceUnavailable
 from keyservice.wrapping import MasterKey
-from tests.keyservice.helpers import Credentials, free_port, pulseseal, server_env, start_keyservice, stop
+from shell.processes import free_port
+from tests.keyservice.helpers import Credentials, pulseseal, server_env, start_keyservice, stop
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,7 @@ from schemas import canonical_json, validate_event
 from schemas.rfc3339 import parse_rfc3339
 from tests.consumers.helpers import open_channel, publish_batch, publish_single, wait_for
 from tests.factories import random_events, valid_event
-from tests.processes import ROOT, Component, free_port, start, wait_logged
+from tests.processes import ROOT, Component, free_port, start_encryptor
 
 PURPOSE = "GDPR access request #4711"
 BASE = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
@@ -143,9 +143,8 @@ def encryptor(
     pipeline_env: dict[str, str], keyservice_process: Component, tmp_path: Path
 ) -> Iterator[Component]:
     """A real `pulseseal encryptor` for this test."""
-    component = start("encryptor", ["encryptor"], pipeline_env, tmp_path)
+    component = start_encryptor(pipeline_env, tmp_path)
     try:
-        wait_logged(component, "encryptor ready")
         yield component
     finally:
         component.stop()

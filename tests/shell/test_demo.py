@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 from pymongo import MongoClient
 
+from shell.processes import command
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.integration
@@ -27,18 +27,17 @@ def test_the_demo_runs_every_step_and_verifies_replay_and_shred(
     demo["sealed_events"].insert_one({"_id": "left-by-an-earlier-run", "user_id": "demo-000000-0000"})
     try:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "shell",
-                "demo",
-                "--users",
-                "6",
-                "--events-per-user",
-                "25",
-                "--seed",
-                "3",
-            ],
+            command(
+                [
+                    "demo",
+                    "--users",
+                    "6",
+                    "--events-per-user",
+                    "25",
+                    "--seed",
+                    "3",
+                ]
+            ),
             env={**os.environ, **pipeline_env, "COLUMNS": "80"},
             capture_output=True,
             text=True,

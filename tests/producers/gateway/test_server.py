@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from shell.cli.gateway import listening_socket
+from shell.processes import StartFailed, free_port, spawn
 from tests.factories import valid_event
 from tests.processes import require_stopped
 from tests.producers.helpers import (
@@ -25,7 +26,6 @@ from tests.producers.helpers import (
     cli_env,
     drain,
     event_ids,
-    free_port,
     one_line,
     run_cli,
     token,
@@ -55,23 +55,15 @@ def server(broker: str, tmp_path: Path) -> Iterator[Server]:
         gateway_confirm_timeout_s="2",
     )
     log = tmp_path / "gateway.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen([PULSESEAL, "gateway"], env=env, stdout=sink, stderr=sink)
+    gateway = spawn("gateway", ["gateway"], env=env, log=log, append=False, new_session=False)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(f"the gateway did not start: {log.read_text()[-500:]}")
-            time.sleep(0.1)
-        yield Server(process, port, log)
+        try:
+            gateway.wait_ready(f"http://127.0.0.1:{port}/healthz", 30)
+        except StartFailed:
+            pytest.fail(f"the gateway did not start: {log.read_text()[-500:]}")
+        yield Server(gateway.process, port, log)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        gateway.stop(30)
 
 
 def events(n: int) -> list[dict[str, object]]:
