@@ -13,8 +13,6 @@ the sequential loop (one caller; the service is not saturated by it).
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import secrets
 import tempfile
@@ -24,7 +22,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
@@ -32,6 +29,7 @@ from bench.harness import BenchContext
 from bench.results import Figure, ScenarioResult
 from bench.timing import Latency, latency
 from keyservice.client import KeyServiceClient
+from shell.credentials import ensure_dev_credentials, load_private_key
 from shell.processes import StartFailed, free_port, spawn
 
 
@@ -46,44 +44,11 @@ class RunningKeyService:
     """Holds `encryptor.pem`: an encryptor process of a later scenario can use it as its caller key."""
 
 
-def _pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _public_pem(key: Ed25519PrivateKey) -> str:
-    public = key.public_key()
-    return public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-
-
 def write_credentials(directory: Path) -> Ed25519PrivateKey:
-    """Throwaway key service credentials in `directory`; returns the `encryptor` caller's private key."""
-    directory.mkdir(parents=True, mode=0o700)
-    encryptor = Ed25519PrivateKey.generate()
-    files = {
-        "master.key": base64.b64encode(os.urandom(32)),
-        "keyservice.pem": _pem(Ed25519PrivateKey.generate()),
-        "encryptor.pem": _pem(encryptor),
-        "callers.json": json.dumps(
-            {
-                "callers": {
-                    "encryptor": {
-                        "public_key": _public_pem(encryptor),
-                        "scopes": ["keys:encrypt"],
-                        "networks": ["127.0.0.0/8"],
-                    }
-                }
-            }
-        ).encode(),
-    }
-    for name, content in files.items():
-        path = directory / name
-        path.write_bytes(content)
-        path.chmod(0o600)
-    return encryptor
+    """Throwaway key service credentials in `directory`, made as `pulseseal services up` makes them;
+    returns the `encryptor` caller's private key."""
+    ensure_dev_credentials(directory)
+    return load_private_key(directory / "encryptor.pem")
 
 
 @asynccontextmanager

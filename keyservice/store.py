@@ -178,13 +178,7 @@ class KeyStore:
         shredded: list[str] = []
         misses: dict[str, int] = {}
         for user_id, reply in zip(user_ids, replies, strict=True):
-            status = Reply(reply[0])
-            if status is Reply.FOUND:
-                found[user_id] = self._open(user_id, reply[1], _wrapped(reply))
-            elif status is Reply.SHREDDED:
-                shredded.append(user_id)
-            else:
-                misses[user_id] = reply[1]
+            self._sort_current(user_id, reply, found, shredded, misses)
         for _ in range(_RETRIES):
             if not misses:
                 break
@@ -205,16 +199,28 @@ class KeyStore:
         replies = await self._run(self._create, [self.meta_key, *map(self.user_key, users)], args)
         retry: dict[str, int] = {}
         for user_id, reply in zip(users, replies, strict=True):
-            status = Reply(reply[0])
-            if status is Reply.STORED:
+            if Reply(reply[0]) is Reply.STORED:
                 found[user_id] = fresh[user_id]
-            elif status is Reply.FOUND:
-                found[user_id] = self._open(user_id, reply[1], _wrapped(reply))
-            elif status is Reply.SHREDDED:
-                shredded.append(user_id)
             else:
-                retry[user_id] = reply[1]
+                self._sort_current(user_id, reply, found, shredded, retry)
         return retry
+
+    def _sort_current(
+        self,
+        user_id: str,
+        reply: Sequence[Any],
+        found: dict[str, PlainKey],
+        shredded: list[str],
+        misses: dict[str, int],
+    ) -> None:
+        # A READ_CURRENT or CREATE reply: the current key, shredded, or a miss at the floor given.
+        status = Reply(reply[0])
+        if status is Reply.FOUND:
+            found[user_id] = self._open(user_id, reply[1], _wrapped(reply))
+        elif status is Reply.SHREDDED:
+            shredded.append(user_id)
+        else:
+            misses[user_id] = reply[1]
 
     async def keys_at(self, refs: Sequence[tuple[str, int]]) -> VersionLookup:
         """Given versions of given users (for decryption); never creates a key.

@@ -22,6 +22,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -72,14 +73,16 @@ class Child:
         """Whether the process has not exited yet."""
         return self.process.poll() is None
 
-    def wait_ready(self, url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Wait until `url` answers 200.
+    def wait_ready(
+        self, url: str, timeout_s: float = READY_TIMEOUT_S, *, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        """Wait until `url` answers 200 (over HTTPS verified with `verify`).
 
         Raises:
             StartFailed: the process exited, or `url` did not answer 200 within `timeout_s`.
         """
         deadline = time.monotonic() + timeout_s
-        with httpx.Client(timeout=2) as http:
+        with httpx.Client(timeout=2, verify=verify) as http:
             while True:
                 self._check_alive()
                 with contextlib.suppress(httpx.HTTPError):
@@ -168,6 +171,29 @@ class Child:
             raise StartFailed(
                 f"{self.name} exited with code {self.process.returncode} while starting; {self.where}"
             )
+
+
+def run(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout_s: float = 300.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run `pulseseal <args>` to completion and return what it printed (never raises for its exit code).
+
+    Raises:
+        subprocess.TimeoutExpired: it did not finish within `timeout_s` (it is killed).
+    """
+    return subprocess.run(
+        command(args),
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def readyz_url(port: int) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shell.processes import Child, StartFailed, command, free_port, spawn, spawn_encryptor
+from shell.processes import Child, StartFailed, free_port, run, spawn, spawn_encryptor
 
 __all__ = ["ROOT", "Component", "free_port", "services", "start", "start_encryptor", "wait_healthy"]
 
@@ -98,14 +98,7 @@ def wait_healthy(component: Component, url: str, timeout_s: float = 30.0) -> Non
 
 def services(action: str, *names: str) -> None:
     """`pulseseal services <action> <names>` (stopping or starting one local server in a fault test)."""
-    result = subprocess.run(
-        command(["services", action, *names]),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-        check=False,
-    )
+    result = run(["services", action, *names], cwd=ROOT, timeout_s=180)
     if result.returncode != 0:
         raise AssertionError(f"services {action} {' '.join(names)} failed:\n{result.stdout}\n{result.stderr}")
     if action == "down":

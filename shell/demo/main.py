@@ -31,7 +31,7 @@ from shell.cli import services as services_cmd
 from shell.cli.errors import CliError
 from shell.demo import show
 from shell.demo.traffic import read_secret, requests_for, send
-from shell.processes import Child, StartFailed, command, spawn, spawn_encryptor, stop_all
+from shell.processes import Child, StartFailed, run, spawn, spawn_encryptor, stop_all
 
 READY_TIMEOUT_S = 60.0
 
@@ -226,7 +226,7 @@ def _replay(user: str, purpose: str, console: Console) -> subprocess.CompletedPr
 
 
 def _pulseseal(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command(args), capture_output=True, text=True, timeout=300, check=False)
+    return run(args)
 
 
 def _healthy(url: str) -> bool:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from shell.processes import run
 
 ALL = ["seal", "keyservice", "e2e", "scaleout", "producers"]
 # A figure of each scenario that the quick run must measure (the targets' figures are checked apart).
@@ -41,15 +41,8 @@ EXPECTED = {
 
 
 def pulseseal(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run `python -m pulseseal ARGS` with the test environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "shell", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-        check=False,
-    )
+    """Run `pulseseal ARGS` with the test environment."""
+    return run(args, timeout_s=timeout)
 
 
 @pytest.mark.integration

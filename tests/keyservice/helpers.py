@@ -14,7 +14,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shell.processes import Child, StartFailed, command, spawn
+from shell.credentials import ensure_dev_credentials, load_private_key
+from shell.processes import Child, StartFailed, run, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = {
@@ -64,20 +65,16 @@ def public_pem(key: Ed25519PrivateKey) -> str:
     )
 
 
-def make_credentials(directory: Path, networks: dict[str, list[str]] | None = None) -> Credentials:
-    """Write master key, caller keys, callers file and signing key into `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    creds = Credentials(directory, master_b64=base64.b64encode(os.urandom(32)).decode())
-    creds.master_key_file.write_text(creds.master_b64 + "\n")
-    creds.signing_key_file.write_bytes(pem(creds.signing_key))
-    callers = {}
-    for role, scopes in ROLES.items():
-        key = Ed25519PrivateKey.generate()
-        creds.keys[role] = key
-        creds.key_file(role).write_bytes(pem(key))
-        nets = (networks or {}).get(role, ["127.0.0.0/8", "::1/128"])
-        callers[role] = {"public_key": public_pem(key), "scopes": scopes, "networks": nets}
-    creds.callers_file.write_text(json.dumps({"callers": callers}))
+def make_credentials(directory: Path) -> Credentials:
+    """Master key, caller keys, callers file and signing key in `directory`, made by the product's own
+    `ensure_dev_credentials` (as `pulseseal services up` makes them)."""
+    ensure_dev_credentials(directory)
+    creds = Credentials(
+        directory,
+        master_b64=(directory / "master.key").read_text().strip(),
+        signing_key=load_private_key(directory / "keyservice.pem"),
+    )
+    creds.keys = {role: load_private_key(creds.key_file(role)) for role in ROLES}
     return creds
 
 
@@ -101,15 +98,7 @@ def server_env(home: Path, creds: Credentials, redis_url: str, prefix: str, port
 
 def pulseseal(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion."""
-    return subprocess.run(
-        command(args),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run(args, env=env, cwd=ROOT, timeout_s=timeout)
 
 
 def start_keyservice(env: dict[str, str], *args: str, log_file: Path) -> subprocess.Popen[bytes]:

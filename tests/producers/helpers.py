@@ -16,7 +16,7 @@ import aio_pika
 import jwt
 
 from pulseseal.topology import DEAD_QUEUE, NDJSON, SEAL_QUEUE, declare_topology
-from shell.processes import free_port
+from shell.processes import free_port, run
 
 SECRET = b"test-gateway-secret-0123456789-abcdefghijklmnop"
 AUDIENCE = "authenticated"
@@ -123,9 +123,7 @@ def cli_env(amqp_url: str, **settings: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     """Run `pulseseal ARGS...` to completion."""
-    return subprocess.run(
-        [PULSESEAL, *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False
-    )
+    return run(args, env=env, timeout_s=timeout_s)
 
 
 def one_line(stderr: str) -> str:

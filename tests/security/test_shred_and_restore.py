@@ -15,8 +15,6 @@ import os
 import random
 import secrets
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from keyservice.wire.errors import KeyShredded
 from pulseseal.envelope import IntegrityError, open_sealed, seal
 from pulseseal.settings import Settings
 from schemas import validate_event
+from shell.processes import run
 from tests.factories import random_events
 from tests.processes import ROOT, Component, free_port, start, wait_healthy
 
@@ -59,16 +58,8 @@ def own_env(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, 
 
 
 def pulseseal(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "shell", *args],
-        # The whole environment: a run with other servers (PULSESEAL_*_URL) must reach the same ones.
-        env={**os.environ, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    # The whole environment: a run with other servers (PULSESEAL_*_URL) must reach the same ones.
+    result = run(args, env={**os.environ, **env}, cwd=ROOT, timeout_s=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
 

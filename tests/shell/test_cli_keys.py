@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from keyservice.receipts import verify_receipt
 from keyservice.store import KeyStore
 from keyservice.wire.errors import KeyServiceUnavailable
 from keyservice.wrapping import MasterKey
-from shell.processes import free_port
+from shell.processes import StartFailed, free_port, spawn
 from tests.keyservice.helpers import Credentials, pulseseal, server_env, start_keyservice, stop
 
 pytestmark = pytest.mark.integration
@@ -234,22 +235,14 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 def _start_https(env: dict[str, str], cert: Path) -> subprocess.Popen[bytes]:
     """Start the key service with TLS and wait until `/healthz` answers over verified HTTPS."""
-    import ssl
-
-    process = subprocess.Popen(
-        [*pulseseal_cmd(), "keyservice"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    child = spawn("keyservice", ["keyservice"], env=env, log=Path(os.devnull), new_session=False)
     context = ssl.create_default_context(cafile=str(cert))
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(env["PULSESEAL_KEYSERVICE_URL"] + "/healthz", verify=context).status_code == 200:
-                return process
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                stop(process)
-                pytest.fail("HTTPS key service did not start", pytrace=False)
-            time.sleep(0.1)
+    try:
+        child.wait_ready(env["PULSESEAL_KEYSERVICE_URL"] + "/healthz", 20, verify=context)
+    except StartFailed:
+        child.stop(10)
+        pytest.fail("HTTPS key service did not start", pytrace=False)
+    return child.process
 
 
 async def test_https_with_a_ca_verified_client(
@@ -273,12 +266,6 @@ async def test_https_with_a_ca_verified_client(
                 await client.current_key("unverified")  # the system CAs do not know our certificate
     finally:
         stop(process)
-
-
-def pulseseal_cmd() -> list[str]:
-    import sys
-
-    return [sys.executable, "-c", "from shell.cli import main; main()"]
 
 
 def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle() -> None:

@@ -29,6 +29,7 @@ from pulseseal.envelope import seal
 from pulseseal.settings import Settings
 from schemas import canonical_json, validate_event
 from schemas.rfc3339 import parse_rfc3339
+from shell.processes import command
 from tests.consumers.helpers import open_channel, publish_batch, publish_single, wait_for
 from tests.factories import random_events, valid_event
 from tests.processes import ROOT, Component, free_port, start_encryptor
@@ -43,7 +44,7 @@ def replay(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `pulseseal replay ARGS` with this session's environment, to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "shell", "replay", *args],
+        command(["replay", *args]),
         env={**os.environ, **env},
         cwd=ROOT,
         stdout=stdout,
