@@ -334,6 +334,23 @@ class KeyServiceClient:
         answer = await self._request("GET", "/v1/audit", "keys:admin", None, params=params)
         return [AuditRecord(**record) for record in answer["records"]]
 
+    async def call(
+        self,
+        method: str,
+        path: str,
+        scope: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        idempotent: bool = True,
+    ) -> dict[str, Any]:
+        """One signed request, retried like the rest, to an endpoint whose client lives in its own module
+        (keyservice/client/transport_keys.py).
+
+        Raises:
+            KeyServiceError: the subclass that matches the refusal, as for every other call.
+        """
+        return await self._request(method, path, scope, payload, idempotent=idempotent)
+
     # --- transport ---
 
     async def _request(

@@ -11,7 +11,8 @@ class AuditRecord:
     """One grant or refusal. `outcome` is `granted` or `refused`; `reason` says why a refusal happened.
 
     A replay's own record (action `replay`, outcome `reported`) also carries `counts`: how many records the
-    replay opened, failed to open and could not read (keys destroyed).
+    replay opened, failed to open and could not read (keys destroyed). A transport-key record (actions
+    `transport_*`) names the transport keys in `key_ids` instead of users.
     """
 
     time: str
@@ -24,6 +25,7 @@ class AuditRecord:
     purpose: str | None = None
     reason: str | None = None
     counts: dict[str, int] | None = None
+    key_ids: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as `GET /v1/audit` returns it (`counts` only on records that have them)."""
@@ -41,4 +43,6 @@ class AuditRecord:
         }
         if self.counts is not None:
             record["counts"] = self.counts
+        if self.key_ids is not None:
+            record["key_ids"] = self.key_ids
         return record

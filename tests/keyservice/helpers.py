@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = {
-    "encryptor": ["keys:encrypt"],
+    "encryptor": ["keys:encrypt", "transport:open"],
     "auditor": ["keys:decrypt"],
     "admin": ["keys:admin"],
     "gateway": [],
