@@ -76,7 +76,7 @@ def write_credentials(directory: Path) -> Ed25519PrivateKey:
                 "callers": {
                     "encryptor": {
                         "public_key": _public_pem(encryptor),
-                        "scopes": ["keys:encrypt"],
+                        "scopes": ["keys:encrypt", "transport:open"],
                         "networks": ["127.0.0.0/8"],
                     }
                 }

@@ -34,8 +34,9 @@ from pymongo.errors import PyMongoError
 from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
 from consumers.deadletters import publish_dead_letters
-from consumers.messages import Decoded, decode_message, estimated_events
+from consumers.messages import Decoded, Rejected, decode_message, estimated_events
 from consumers.sealing import Backoff, KeySource, MessageResult, Sealer
+from consumers.transit import TransportGate
 from pulseseal import mongo
 from pulseseal.settings import Settings, redact_url
 from pulseseal.topology import SEAL_QUEUE, declare_topology
@@ -98,6 +99,7 @@ class Encryptor:
         settings: PulseSeal settings.
         keys: Where current data keys come from.
         mongo_client: Client for the MongoDB-compatible server.
+        transport: Opens deliveries and seals dead letters (transport keys).
         clock: The clock for the 24 h future bound and `sealed_at` (injectable for tests).
     """
 
@@ -107,9 +109,11 @@ class Encryptor:
         keys: KeySource,
         mongo_client: AsyncMongoClient[dict[str, Any]],
         *,
+        transport: TransportGate,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
+        self.transport = transport
         self._clock = clock
         self._collection = mongo.sealed_events(
             mongo_client, settings.mongo_db, write_concern=settings.mongo_write_concern
@@ -159,6 +163,12 @@ class Encryptor:
         """Seal one message's events; ack after they are written or dead-lettered, else requeue."""
         metrics.MESSAGES_IN_FLIGHT.inc()
         try:
+            # Opened here, not in the flush: the batcher sizes batches by the plaintext's line count.
+            opened = await self.transport.open(body, message.headers, message.content_type)
+            if opened.body is None:
+                await self._dead_letter(message, opened.rejected)
+                return
+            body = opened.body
             result = await self.batcher.submit(
                 Delivered(body, message.content_type), estimated_events(body, message.content_type)
             )
@@ -170,13 +180,7 @@ class Encryptor:
                 log.warning("MongoDB refused events; handing the message back", extra=self._ids(message))
                 await self._requeue(message)
                 return
-            dead = result.dead
-            if dead:
-                await publish_dead_letters(
-                    self.broker, dead, message_id=message.message_id, content_type=message.content_type
-                )
-            await message.ack()
-            metrics.MESSAGES_ACKED.inc()
+            await self._dead_letter(message, result.dead)
         except BatcherClosed:
             await self._requeue(message)
         except Exception as exc:  # noqa: BLE001 - anything unforeseen: hand it back; the delivery limit ends loops
@@ -207,6 +211,18 @@ class Encryptor:
             if message is not None and message.rejected:
                 result.dead[:0] = message.rejected
         return results
+
+    async def _dead_letter(self, message: RabbitMessage, dead: Sequence[Rejected]) -> None:
+        if dead:
+            await publish_dead_letters(
+                self.broker,
+                dead,
+                sealer=self.transport.sealer,
+                message_id=message.message_id,
+                content_type=message.content_type,
+            )
+        await message.ack()
+        metrics.MESSAGES_ACKED.inc()
 
     async def _requeue(self, message: RabbitMessage) -> None:
         metrics.MESSAGES_REQUEUED.inc()

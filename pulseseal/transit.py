@@ -212,7 +212,7 @@ class SealedMessage:
     content_type: str
 
     @property
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> dict[str, Any]:
         """The AMQP headers that mark the message as sealed and name its key."""
         return {TRANSPORT_HEADER: TRANSPORT_VERSION, TRANSPORT_KEY_HEADER: self.key_id}
 

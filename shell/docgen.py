@@ -104,6 +104,7 @@ def keyservice_openapi() -> dict[str, Any]:
 
 def gateway_openapi() -> dict[str, Any]:
     """The gateway's OpenAPI document, from its app built around a publisher that never connects."""
+    from keyservice.client.transport_keys import TransportSealer
     from producers.gateway.app import create_app
     from producers.gateway.auth import TokenVerifier
     from producers.gateway.service import EventIntake
@@ -113,7 +114,11 @@ def gateway_openapi() -> dict[str, Any]:
     intake = EventIntake(
         # The document does not depend on the key; a placeholder of the minimum length will do.
         TokenVerifier(secret=bytes(32), jwks=None, audience=settings.gateway_jwt_audience),
-        Publisher(settings.amqp_url, delivery_limit=settings.delivery_limit),
+        Publisher(
+            settings.amqp_url,
+            sealer=TransportSealer(settings.keyservice_url),  # never asked: nothing is published
+            delivery_limit=settings.delivery_limit,
+        ),
         body_timeout_s=settings.gateway_body_timeout_s,
         confirm_timeout_s=settings.gateway_confirm_timeout_s,
     )
@@ -142,12 +147,14 @@ def asyncapi_document() -> dict[str, Any]:
     from pymongo import AsyncMongoClient
 
     from consumers.encryptor import Encryptor
+    from consumers.transit import TransportGate
     from pulseseal.topology import DEAD_EXCHANGE, JSON, NDJSON, SEAL_QUEUE
     from schemas import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, HealthEvent
 
     settings = Settings.model_construct()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url, connect=False)
-    broker = Encryptor(settings, _NoKeys(), client).broker
+    transport = TransportGate(_NoKeys(), _NoKeys())  # type: ignore[arg-type]
+    broker = Encryptor(settings, _NoKeys(), client, transport=transport).broker
     broker.publisher(
         exchange=RabbitExchange(DEAD_EXCHANGE, type=ExchangeType.FANOUT, durable=True),
         persist=True,

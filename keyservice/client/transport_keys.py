@@ -218,6 +218,7 @@ class TransportKeyRing:
         client: A key-service client whose caller has the `transport:open` scope.
         lifetime_s: How long fetched keys are kept before fetching them again.
         min_refetch_s: An unknown key id fetches the keys again at most this often.
+        max_stale_s: How long the keys in hand are still used while fetching them fails.
         clock: Monotonic clock (injectable for tests).
     """
 
@@ -227,10 +228,12 @@ class TransportKeyRing:
         *,
         lifetime_s: float = LIFETIME_S,
         min_refetch_s: float = 1.0,
+        max_stale_s: float = MAX_STALE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._lifetime_s = lifetime_s
+        self._max_stale_s = max_stale_s
         self._min_refetch_s = min_refetch_s
         self._clock = clock
         self._keys: dict[str, TransportPrivateKey] = {}
@@ -250,9 +253,27 @@ class TransportKeyRing:
             KeyServiceError: the keys could not be fetched (the message is not at fault: hand it back).
         """
         age = self._clock() - self._fetched_at
-        if age >= self._lifetime_s or (sealed.key_id not in self._keys and age >= self._min_refetch_s):
-            await self._refresh()
+        known = sealed.key_id in self._keys
+        if age >= self._lifetime_s or (not known and age >= self._min_refetch_s):
+            try:
+                await self._refresh()
+            except KeyServiceUnavailable:
+                # The keys in hand still open what they opened a moment ago; a key-service outage must
+                # not dead-letter every message once the lifetime is over (up to `max_stale_s`).
+                if not known or age >= self._max_stale_s:
+                    raise
+                log.warning("cannot refresh the transport keys; still opening with the ones in hand")
         return open_message(sealed, self._keys)
+
+    async def live_keys(self) -> dict[str, TransportPrivateKey]:
+        """The keys in hand by id, fetched now when they are older than their lifetime.
+
+        Raises:
+            KeyServiceError: the keys could not be fetched.
+        """
+        if self._clock() - self._fetched_at >= self._lifetime_s:
+            await self._refresh()
+        return dict(self._keys)
 
     async def _refresh(self) -> None:
         if self._fetching is None:

@@ -11,7 +11,9 @@ from prometheus_client import start_http_server
 
 from consumers.encryptor import Encryptor, tune_garbage_collector
 from consumers.keys import KeyServiceSource
+from consumers.transit import TransportGate
 from keyservice.client import KeyServiceClient
+from keyservice.client.transport_keys import TransportKeyRing, TransportSealer
 from keyservice.wire.errors import KeyServiceError
 from pulseseal import mongo
 from pulseseal.logs import configure_logging
@@ -48,11 +50,14 @@ def run(
 
 async def _run(settings: Settings, client: KeyServiceClient) -> None:
     mongo_client: Any = mongo.connect(settings.mongo_url)
-    encryptor = Encryptor(settings, KeyServiceSource(client), mongo_client)
+    sealer = TransportSealer.from_settings(settings)
+    transport = TransportGate(TransportKeyRing(client), sealer)
+    encryptor = Encryptor(settings, KeyServiceSource(client), mongo_client, transport=transport)
     tune_garbage_collector()
     try:
         await encryptor.app.run()
     finally:
         await client.aclose()
+        await sealer.aclose()
         await mongo_client.close()
     log.info("encryptor stopped")
