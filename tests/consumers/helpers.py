@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,12 +51,30 @@ class FakeKeySource:
         return EncryptKeys(keys=keys, shredded=frozenset(u for u in user_ids if u in self.shredded))
 
 
-async def open_channel(url: str) -> tuple[aio_pika.abc.AbstractRobustConnection, AbstractChannel]:
-    """A connection and a confirming channel with the topology declared."""
+# The transport keys each channel seals with (the first) and opens dead letters with, by channel.
+_CHANNEL_KEYS: weakref.WeakKeyDictionary[AbstractChannel, dict[str, TransportPrivateKey]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def open_channel(
+    url: str, *, transport_keys: Mapping[str, TransportPrivateKey] | None = None
+) -> tuple[aio_pika.abc.AbstractRobustConnection, AbstractChannel]:
+    """A connection and a confirming channel with the topology declared.
+
+    What the helpers publish on the channel is sealed under the first of `transport_keys` (a real key
+    service's, current first: `tests.transit.keyservice_keys`), and the dead letters they take are opened
+    with them; by default the tests' local key.
+    """
     connection = await aio_pika.connect_robust(url)
     channel = await connection.channel(publisher_confirms=True)
     await declare_topology(channel, delivery_limit=5)
+    _CHANNEL_KEYS[channel] = dict(transport_keys or {LOCAL_KEY.key_id: LOCAL_KEY})
     return connection, channel
+
+
+def _sealing_key(channel: AbstractChannel) -> TransportPrivateKey:
+    return next(iter(_CHANNEL_KEYS.get(channel, {LOCAL_KEY.key_id: LOCAL_KEY}).values()))
 
 
 async def publish_raw(
@@ -65,14 +84,14 @@ async def publish_raw(
     routing_key: str,
     *,
     sealed: bool = True,
-    key: TransportPrivateKey = LOCAL_KEY,
+    key: TransportPrivateKey | None = None,
     **properties: Any,
 ) -> None:
-    """Publish one message, confirmed: transport-sealed under `key` as a producer does, or (with
-    `sealed=False`) plaintext as a misbehaving producer would."""
+    """Publish one message, confirmed: transport-sealed under `key` (default: the channel's) as a
+    producer does, or (with `sealed=False`) plaintext as a misbehaving producer would."""
     headers: dict[str, Any] | None = None
     if sealed:
-        body, headers = sealed_body(body, content_type, key)
+        body, headers = sealed_body(body, content_type, key or _sealing_key(channel))
     exchange = await channel.get_exchange(EVENTS_EXCHANGE)
     await exchange.publish(
         aio_pika.Message(
@@ -142,7 +161,8 @@ async def drain_dead_letters(
     keys: Mapping[str, TransportPrivateKey] | None = None,
 ) -> list[DeadLetter]:
     """Take every message from `pulseseal.dead` (acking them), waiting `settle_s` for stragglers; each must
-    be transport-sealed (asserted) and is opened with `keys` (default: the tests' local key)."""
+    be transport-sealed (asserted) and is opened with `keys` (default: the channel's)."""
+    keys = keys if keys is not None else _CHANNEL_KEYS.get(channel)
     queue = await channel.get_queue(DEAD_QUEUE)
     taken: list[DeadLetter] = []
     loop = asyncio.get_running_loop()
