@@ -1,9 +1,11 @@
-"""`pulseseal keys rotate|shred|reinstate|audit|rewrap|backup|restore`: key administration.
+"""`pulseseal keys rotate|shred|reinstate|audit|rewrap|backup|restore|transport-rotate|transport-retire`:
+key administration.
 
 `rotate`, `shred`, `reinstate` and `audit` call the running key service with the admin caller key
 (`PULSESEAL_CALLER_KEY_FILE`, default `HOME/credentials/admin.pem`). `rewrap` is different: it runs the key
 service's own code against the key store, with both master keys, so data keys never leave this process;
-so do `backup` and `restore` (pulseseal/cli/keystore.py).
+so do `backup` and `restore` (pulseseal/cli/keystore.py). The transport-key commands are in
+shell/cli/transport.py.
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable
 from keyservice.wire.models import parse_rfc3339
 from keyservice.wrapping import MasterKey
 from pulseseal.settings import Settings, load_settings
-from shell.cli import keystore
+from shell.cli import keystore, transport
 from shell.cli.errors import CliError
 
 app = typer.Typer(
-    help="Key administration: rotate, shred, reinstate, audit, rewrap, backup, restore.", no_args_is_help=True
+    help="Key administration: rotate, shred, reinstate, audit, rewrap, backup, restore, and the transport "
+    "keys that seal broker messages (transport-rotate, transport-retire).",
+    no_args_is_help=True,
 )
 app.command("backup")(keystore.backup)
 app.command("restore")(keystore.restore)
+app.command("transport-rotate")(transport.rotate)
+app.command("transport-retire")(transport.retire)
 
 T = TypeVar("T")
 UserOpt = Annotated[str, typer.Option("--user-id", help="The user.")]
