@@ -57,7 +57,10 @@ SUBSCRIBER_DESCRIPTION = (
     "letter); this quorum queue is bound to it with `events.#` and declared with the arguments "
     "`x-delivery-limit` and `x-dead-letter-exchange` = `pulseseal.dead`. A message is one event "
     "(`application/json`) or an NDJSON batch (`application/x-ndjson`, at most 1000 events and 1 MiB), "
-    "persistent. The encryptor seals every valid event with its user's current data key, writes it to "
+    "persistent, and transport-sealed for the encryptors (HPKE MLKEM768-X25519/HKDF-SHA256/AES-256-GCM, "
+    "headers `x-pulseseal-transport` and `x-pulseseal-transport-key`; docs/envelope.md): the encryptor opens "
+    "it first, and dead-letters one without the headers (`unsealed_transport`) or that does not open "
+    "(`transport_unopenable`) without storing it. The encryptor seals every valid event with its user's current data key, writes it to "
     "MongoDB and acknowledges the message only after every event is durably stored or dead-lettered; "
     "invalid events and shredded users' events go to `pulseseal.dead`, the rest of the batch is sealed."
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from keyservice.openapi_transport import open_request_schema, transport_paths
 from keyservice.wire.models import MAX_COUNT, MAX_KEYS, USER_ID_PATTERN
 
 _USER_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": USER_ID_PATTERN}
@@ -162,8 +163,10 @@ def _schemas() -> dict[str, Any]:
                     "required": ["opened", "failed", "unreadable"],
                     "properties": {"opened": count, "failed": count, "unreadable": count},
                 },
+                "key_ids": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "OpenTransportKeys": open_request_schema(),
     }
 
 
@@ -309,6 +312,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                 )
             },
+            **transport_paths(_operation, _json, _problem, _COMMON),
             "/healthz": {
                 "get": {
                     "summary": "Readiness: the key store answers and is durable",

@@ -256,5 +256,9 @@ def test_the_key_service_serves_the_document_it_is_held_to(keyservice_client: Po
         "/v1/users/{user_id}",
         "/v1/users/{user_id}/reinstate",
         "/v1/audit",
+        "/v1/transport/key",
+        "/v1/transport/keys/open",
+        "/v1/transport/rotate",
+        "/v1/transport/keys/{key_id}",
         "/healthz",
     }
