@@ -28,7 +28,7 @@ from bench.cpu import CpuMeter
 from bench.keyservice import RunningKeyService
 from bench.scratch import Scratch
 from bench.traffic import Message, Workload, publish
-from keyservice.client.transport_keys import TransportSealer
+from keyservice.client.transport_public import TransportSealer
 
 # Every scrape costs the encryptor CPU it would otherwise spend on the drain (a thread and a connection
 # per request in prometheus-client's server; 19 % of the encryptor's samples in a py-spy profile at

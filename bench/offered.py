@@ -31,7 +31,7 @@ from bench.keyservice import RunningKeyService
 from bench.scratch import Scratch
 from bench.timing import Latency, latency
 from bench.traffic import Workload
-from keyservice.client.transport_keys import TransportSealer
+from keyservice.client.transport_public import TransportSealer
 from pulseseal.topology import BATCH_ROUTING_KEY, NDJSON, declare_topology
 
 POLL_S = 0.025

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,8 @@ if TYPE_CHECKING:  # the service imports nothing from here; only the types are n
     from keyservice.service import KeyService
 
 log = logging.getLogger(__name__)
+
+PUBLIC_CACHE_S = 1.0
 
 # KEYS[1] meta, KEYS[2] transport hash; ARGV mk_id, mode ('first' | 'rotate'), key id, wrapped.
 # {1, cur id, wrapped} a key already exists (first) | {3, id} stored and made current.
@@ -204,11 +207,23 @@ class TransportKeyService:
         rng: Randomness for new keys (injectable for tests).
     """
 
-    def __init__(self, service: KeyService, *, rng: Callable[[int], bytes] = os.urandom) -> None:
+    def __init__(
+        self,
+        service: KeyService,
+        *,
+        rng: Callable[[int], bytes] = os.urandom,
+        public_cache_s: float = PUBLIC_CACHE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._service = service
         self.store = TransportKeyStore(
             service.store.redis, service.store.master, prefix=service.store.prefix, rng=rng
         )
+        # The public key answers anyone without a token: kept a moment, so that a flood of requests
+        # costs one store read (and one unwrap) a second rather than one each.
+        self._public_cache_s = public_cache_s
+        self._clock = clock
+        self._public: tuple[float, dict[str, Any]] | None = None
 
     def _record(self, caller: str | None, action: str, key_ids: list[str], request_id: str) -> AuditRecord:
         return AuditRecord(
@@ -228,6 +243,9 @@ class TransportKeyService:
         Raises:
             KeyServiceUnavailable: the store or audit log is unavailable.
         """
+        now = self._clock()
+        if self._public is not None and now - self._public[0] < self._public_cache_s:
+            return self._public[1]
         key, created = await self.store.current()
         if created:
             await self._service.audit.append_many(
@@ -235,7 +253,14 @@ class TransportKeyService:
             )
             log.info("created the first transport key %s (request %s)", key.key_id, request_id)
         mlkem768, x25519 = key.public_key.public_parts()
-        return {"key_id": key.key_id, "suite": SUITE_NAME, "mlkem768": _b64(mlkem768), "x25519": _b64(x25519)}
+        answer = {
+            "key_id": key.key_id,
+            "suite": SUITE_NAME,
+            "mlkem768": _b64(mlkem768),
+            "x25519": _b64(x25519),
+        }
+        self._public = (now, answer)
+        return answer
 
     async def open_keys(self, caller: VerifiedCaller, request_id: str) -> dict[str, Any]:
         """`POST /v1/transport/keys/open`: the private parts of every key not yet retired.
@@ -263,6 +288,7 @@ class TransportKeyService:
             KeyServiceUnavailable: the store or audit log is unavailable.
         """
         key = await self.store.rotate()
+        self._public = None  # this process answers with the new key at once
         await self._service.audit.append_many(
             [self._record(caller.caller_id, "transport_rotate", [key.key_id], request_id)]
         )

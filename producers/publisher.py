@@ -58,7 +58,7 @@ class SealingUnavailable(PublishFailed):
 
 
 class MessageSealer(Protocol):
-    """What seals a body for the encryptors (`keyservice.client.transport_keys.TransportSealer`)."""
+    """What seals a body for the encryptors (`keyservice.client.transport_public.TransportSealer`)."""
 
     async def seal(self, plaintext: bytes, content_type: str) -> SealedMessage:
         """The sealed message (raises a `KeyServiceError` when no transport key can be had)."""

@@ -138,7 +138,7 @@ def keyservice_openapi() -> dict[str, Any]:
 
 def gateway_openapi() -> dict[str, Any]:
     """The gateway's OpenAPI document, from its app built around a publisher that never connects."""
-    from keyservice.client.transport_keys import TransportSealer
+    from keyservice.client.transport_public import TransportSealer
     from producers.gateway.app import create_app
     from producers.gateway.auth import TokenVerifier
     from producers.gateway.service import EventIntake

@@ -28,7 +28,8 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from keyservice.client import KeyServiceClient
-from keyservice.client.transport_keys import TransportSealer, retire_transport_key, rotate_transport_key
+from keyservice.client.transport_keys import retire_transport_key, rotate_transport_key
+from keyservice.client.transport_public import TransportSealer
 from producers.publisher import Publisher
 from pulseseal import mongo
 from pulseseal.settings import Settings, load_settings

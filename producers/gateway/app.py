@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, TypeAdapter
 from starlette.requests import ClientDisconnect
 
-from keyservice.client.transport_keys import TransportSealer
+from keyservice.client.transport_public import TransportSealer
 from producers import metrics
 from producers.gateway.auth import TokenVerifier
 from producers.gateway.errors import (

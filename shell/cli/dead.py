@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from keyservice.client.transport_keys import TransportSealer
+from keyservice.client.transport_public import TransportSealer
 from keyservice.wire.errors import KeyServiceError
 from producers.deadletters import DeadLetterError, list_dead, redrive
 from pulseseal.logs import configure_logging

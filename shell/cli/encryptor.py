@@ -13,7 +13,8 @@ from consumers.encryptor import Encryptor, tune_garbage_collector
 from consumers.keys import KeyServiceSource
 from consumers.transit import TransportGate
 from keyservice.client import KeyServiceClient
-from keyservice.client.transport_keys import TransportKeyRing, TransportSealer
+from keyservice.client.transport_keys import TransportKeyRing
+from keyservice.client.transport_public import TransportSealer
 from keyservice.wire.errors import KeyServiceError
 from pulseseal import mongo
 from pulseseal.logs import configure_logging

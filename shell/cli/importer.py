@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from keyservice.client.transport_keys import TransportSealer
+from keyservice.client.transport_public import TransportSealer
 from keyservice.wire.errors import KeyServiceError
 from producers.importer.plan import FilePlan, Format, ImportFileError, plan_file
 from producers.importer.progress import progress_for

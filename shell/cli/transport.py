@@ -19,11 +19,11 @@ import typer
 from aiormq.exceptions import AMQPError
 
 from keyservice.client.transport_keys import (
-    TransportSealer,
     current_transport_key_id,
     retire_transport_key,
     rotate_transport_key,
 )
+from keyservice.client.transport_public import TransportSealer
 from keyservice.wire.errors import KeyServiceError
 from pulseseal.settings import Settings, load_settings
 from pulseseal.topology import DEAD_QUEUE, SEAL_QUEUE, TopologyMismatch, declare_topology

@@ -21,7 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from consumers.deadletters import EVENT_ID_HEADER
 from keyservice.client import KeyServiceClient
-from keyservice.client.transport_keys import TransportSealer
+from keyservice.client.transport_public import TransportSealer
 from pulseseal.envelope import IntegrityError, open_sealed
 from pulseseal.settings import Settings
 from pulseseal.topology import BATCH_ROUTING_KEY, DEAD_QUEUE, EVENTS_EXCHANGE, NDJSON, SEAL_QUEUE

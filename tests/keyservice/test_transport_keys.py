@@ -16,16 +16,11 @@ from redis.asyncio import Redis
 
 from keyservice.app import create_app
 from keyservice.client import KeyServiceClient
-from keyservice.client.transport_keys import (
-    TransportKeyRing,
-    TransportKeyUnavailable,
-    TransportSealer,
-    retire_transport_key,
-    rotate_transport_key,
-)
+from keyservice.client.transport_keys import TransportKeyRing, retire_transport_key, rotate_transport_key
+from keyservice.client.transport_public import TransportKeyUnavailable, TransportSealer
 from keyservice.rewrap import rewrap
 from keyservice.service import KeyService
-from keyservice.transport_keys import TransportKeyStore
+from keyservice.transport_keys import PUBLIC_CACHE_S, TransportKeyStore
 from keyservice.wire.transport import TransportKeyCurrent, TransportKeyUnknown
 from keyservice.wrapping import MasterKey
 from pulseseal.topology import JSON, NDJSON
@@ -57,6 +52,17 @@ async def test_public_key_needs_no_token_and_is_created_exactly_once(
     assert len(base64.b64decode(first["x25519"])) == 32
     created = [r for r in await service.audit.query() if r.action == "transport_create"]
     assert [(r.key_ids, r.outcome) for r in created] == [([first["key_id"]], "granted")]
+
+
+async def test_the_public_key_answer_is_cached_for_a_second_but_a_rotation_here_shows_at_once(
+    http: httpx.AsyncClient, creds: Credentials, service: KeyService, redis: Redis, prefix: str
+) -> None:
+    first = (await http.get(KEY)).json()["key_id"]
+    await redis.hset(f"{prefix}transport", "cur", "tampered-but-cached")
+    assert (await http.get(KEY)).json()["key_id"] == first  # no store read within the second
+    await redis.hset(f"{prefix}transport", "cur", first)
+    rotated = (await send(http, creds, "admin", "POST", ROTATE)).json()["key_id"]
+    assert (await http.get(KEY)).json()["key_id"] == rotated
 
 
 async def test_key_store_creates_once_under_concurrency(redis: Redis, prefix: str) -> None:
@@ -164,6 +170,7 @@ async def test_sealer_and_key_ring_round_trip_across_a_rotation(
         assert sealer.fetches == 1
         new_id = await rotate_transport_key(make_client("admin"))
         assert (await sealer.seal(b"x", JSON)).key_id == before.key_id  # cached until refresh_s
+        await asyncio.sleep(PUBLIC_CACHE_S + 0.1)  # another app instance: its own second of caching
         now[0] = 61.0
         after = await sealer.seal(b'{"b":2}\n', NDJSON)
         assert after.key_id == new_id
