@@ -169,7 +169,7 @@ class Encryptor:
             # Opened here, not in the flush: the batcher sizes batches by the plaintext's line count.
             opened = await self.transport.open(body, message.headers, message.content_type)
             if opened.body is None:
-                await self._dead_letter(message, opened.rejected)
+                await self._dead_letter_and_ack(message, opened.rejected)
                 return
             body = opened.body
             result = await self.batcher.submit(
@@ -183,7 +183,7 @@ class Encryptor:
                 log.warning("MongoDB refused events; handing the message back", extra=self._ids(message))
                 await self._requeue(message)
                 return
-            await self._dead_letter(message, result.dead)
+            await self._dead_letter_and_ack(message, result.dead)
         except BatcherClosed:
             await self._requeue(message)
         except Exception as exc:  # noqa: BLE001 - anything unforeseen: hand it back; the delivery limit ends loops
@@ -215,7 +215,7 @@ class Encryptor:
                 result.dead[:0] = message.rejected
         return results
 
-    async def _dead_letter(self, message: RabbitMessage, dead: Sequence[Rejected]) -> None:
+    async def _dead_letter_and_ack(self, message: RabbitMessage, dead: Sequence[Rejected]) -> None:
         if dead:
             await publish_dead_letters(
                 self.broker,
