@@ -25,6 +25,7 @@ from bench.cpu import CpuMeter
 from bench.keyservice import RunningKeyService
 from bench.scratch import Scratch
 from bench.traffic import Message, Workload, publish
+from keyservice.client.transport_public import TransportSealer
 from shell.processes import Child, StartFailed, spawn_encryptor
 
 # Every scrape costs the encryptor CPU it would otherwise spend on the drain (a thread and a connection
@@ -202,7 +203,7 @@ async def drain(
     messages = workload.batches(events, per_message)
     sent, publish_seconds = 0, 0.0
     if preload:
-        sent, publish_seconds = await _timed_publish(scratch, messages)
+        sent, publish_seconds = await _timed_publish(scratch, messages, service)
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-home-") as home:
         env = encryptor_env(scratch, database, service, Path(home)) | dict(extra_env or {})
         starting = time.perf_counter()
@@ -213,7 +214,7 @@ async def drain(
             meter = CpuMeter({f"encryptor_{i}": p.pid for i, p in enumerate(running)} | dict(servers or {}))
             meter.start()
             if not preload:
-                sent, publish_seconds = await _timed_publish(scratch, messages)
+                sent, publish_seconds = await _timed_publish(scratch, messages, service)
             result = await _watch(running, http, sent, timeout_s)
             result.cores = meter.stop()
             result.publish_seconds = publish_seconds
@@ -223,9 +224,12 @@ async def drain(
     return result
 
 
-async def _timed_publish(scratch: Scratch, messages: list[Message]) -> tuple[int, float]:
-    started = time.perf_counter()
-    sent = await publish(scratch.amqp_url, messages)
+async def _timed_publish(
+    scratch: Scratch, messages: list[Message], service: RunningKeyService
+) -> tuple[int, float]:
+    async with TransportSealer(service.url) as sealer:
+        started = time.perf_counter()
+        sent = await publish(scratch.amqp_url, messages, sealer=sealer)
     return sent, time.perf_counter() - started
 
 

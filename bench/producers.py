@@ -32,6 +32,7 @@ import httpx
 import jwt
 
 from bench.harness import BenchContext
+from bench.keyservice import shared_keyservice
 from bench.results import Figure, ScenarioResult
 from bench.scratch import rabbitmqctl, shared_scratch
 from shell.processes import Child, StartFailed, free_port, spawn
@@ -258,6 +259,8 @@ def bench_importer(path: Path, amqp_url: str, extra_env: dict[str, str] | None =
 async def run(ctx: BenchContext, result: ScenarioResult) -> None:
     """Measure the gateway (16 clients, 100-event requests) and the importer on generated files."""
     scratch = await ctx.shared("scratch", shared_scratch)
+    # Producers seal every message under the key service's transport key (contract §4).
+    service = await ctx.shared("keyservice", shared_keyservice)
     seconds, warmup = ctx.pick(quick=(5.0, 1.0), full=(15.0, 2.0))
     files = ctx.pick(quick=(100_000,), full=(1_000_000, 100_000))
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-gw-") as home:
@@ -268,6 +271,7 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
             "PULSESEAL_HOME": home,
             "PULSESEAL_GATEWAY_JWT_SECRET_FILE": str(secret_file),
             "PULSESEAL_GATEWAY_HOST": "127.0.0.1",
+            "PULSESEAL_KEYSERVICE_URL": service.url,
         }
         port = free_port()
         ctx.say(f"  producers: gateway, 16 clients, 100-event requests, {seconds:.0f} s")
@@ -296,7 +300,7 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
         with tempfile.TemporaryDirectory(prefix="pulseseal-bench-import-") as folder:
             path = Path(folder) / "events.ndjson"
             await asyncio.to_thread(generate_ndjson, path, lines, seed=ctx.seed)
-            env = {"PULSESEAL_HOME": folder}
+            env = {"PULSESEAL_HOME": folder, "PULSESEAL_KEYSERVICE_URL": service.url}
             imported = await asyncio.to_thread(bench_importer, path, scratch.amqp_url, env)
         await scratch.reset_queues()
         tag = "" if lines == files[0] else f"_{lines // 1000}k"

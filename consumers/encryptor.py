@@ -34,9 +34,10 @@ from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
 from consumers.deadletters import publish_dead_letters
 from consumers.keys import KeySource
-from consumers.messages import decode_or_fail, estimated_events
+from consumers.messages import Rejected, decode_or_fail, estimated_events
 from consumers.readiness import BROKER, CONSUMING, KEYSERVICE, STORE, Readiness, ReadinessWatch
 from consumers.sealing import MessageResult, Sealer
+from consumers.transit import TransportGate
 from pulseseal import mongo
 from pulseseal.retry import Backoff, retry
 from pulseseal.settings import Settings, redact_url
@@ -59,7 +60,10 @@ SUBSCRIBER_DESCRIPTION = (
     "letter); this quorum queue is bound to it with `events.#` and declared with the arguments "
     "`x-delivery-limit` and `x-dead-letter-exchange` = `pulseseal.dead`. A message is one event "
     "(`application/json`) or an NDJSON batch (`application/x-ndjson`, at most 1000 events and 1 MiB), "
-    "persistent. The encryptor seals every valid event with its user's current data key, writes it to "
+    "persistent, and transport-sealed for the encryptors (HPKE MLKEM768-X25519/HKDF-SHA256/AES-256-GCM, "
+    "headers `x-pulseseal-transport` and `x-pulseseal-transport-key`; docs/envelope.md): the encryptor opens "
+    "it first, and dead-letters one without the headers (`unsealed_transport`) or that does not open "
+    "(`transport_unopenable`) without storing it. The encryptor seals every valid event with its user's current data key, writes it to "
     "MongoDB and acknowledges the message only after every event is durably stored or dead-lettered; "
     "invalid events and shredded users' events go to `pulseseal.dead`, the rest of the batch is sealed."
 )
@@ -101,6 +105,7 @@ class Encryptor:
         settings: PulseSeal settings.
         keys: Where current data keys come from.
         mongo_client: Client for the MongoDB-compatible server.
+        transport: Opens deliveries and seals dead letters (transport keys).
         clock: The clock for the 24 h future bound and `sealed_at` (injectable for tests).
         readiness: Where `/readyz` reads this encryptor's checks (a fresh one by default).
     """
@@ -111,10 +116,12 @@ class Encryptor:
         keys: KeySource,
         mongo_client: AsyncMongoClient[dict[str, Any]],
         *,
+        transport: TransportGate,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         readiness: Readiness | None = None,
     ) -> None:
         self._settings = settings
+        self.transport = transport
         self._clock = clock
         self._collection = mongo.sealed_events(
             mongo_client, settings.mongo_db, write_concern=settings.mongo_write_concern
@@ -181,6 +188,12 @@ class Encryptor:
         """Seal one message's events; ack after they are written or dead-lettered, else requeue."""
         metrics.MESSAGES_IN_FLIGHT.inc()
         try:
+            # Opened here, not in the flush: the batcher sizes batches by the plaintext's line count.
+            opened = await self.transport.open(body, message.headers, message.content_type)
+            if opened.body is None:
+                await self._dead_letter_and_ack(message, opened.rejected)
+                return
+            body = opened.body
             result = await self.batcher.submit(
                 Delivered(body, message.content_type), estimated_events(body, message.content_type)
             )
@@ -192,13 +205,7 @@ class Encryptor:
                 log.warning("MongoDB refused events; handing the message back", extra=self._ids(message))
                 await self._requeue(message)
                 return
-            dead = result.dead
-            if dead:
-                await publish_dead_letters(
-                    self.broker, dead, message_id=message.message_id, content_type=message.content_type
-                )
-            await message.ack()
-            metrics.MESSAGES_ACKED.inc()
+            await self._dead_letter_and_ack(message, result.dead)
         except BatcherClosed:
             await self._requeue(message)
         except Exception as exc:  # noqa: BLE001 - anything unforeseen: hand it back; the delivery limit ends loops
@@ -218,6 +225,18 @@ class Encryptor:
 
     async def _consuming(self) -> bool:
         return bool(self.subscriber.running)
+
+    async def _dead_letter_and_ack(self, message: RabbitMessage, dead: Sequence[Rejected]) -> None:
+        if dead:
+            await publish_dead_letters(
+                self.broker,
+                dead,
+                sealer=self.transport.sealer,
+                message_id=message.message_id,
+                content_type=message.content_type,
+            )
+        await message.ack()
+        metrics.MESSAGES_ACKED.inc()
 
     async def _requeue(self, message: RabbitMessage) -> None:
         metrics.MESSAGES_REQUEUED.inc()

@@ -7,6 +7,8 @@ its own while the rest are sealed.
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -44,6 +46,19 @@ class Decoded:
     rejected: list[Rejected] = field(default_factory=list)
     failure: str | None = None
     """Decoding itself broke (the error's type name): the message is handed back, nothing of it sealed."""
+
+
+def readable_event_id(raw: bytes) -> str | None:
+    """The `event_id` of one event's JSON when it can be read and is a UUID, else None.
+
+    Only a UUID is returned because the id travels in a clear dead-letter header: whatever else a
+    broken event put in that field could be a value.
+    """
+    try:
+        candidate = json.loads(raw).get("event_id")
+        return str(uuid.UUID(candidate)) if isinstance(candidate, str) and len(candidate) == 36 else None
+    except (ValueError, AttributeError, TypeError, RecursionError):
+        return None
 
 
 def estimated_events(body: bytes, content_type: str | None) -> int:

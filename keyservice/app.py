@@ -22,6 +22,7 @@ from starlette.routing import Route
 from keyservice.auth import RequestFacts, VerifiedCaller
 from keyservice.openapi import openapi_document
 from keyservice.service import KeyService
+from keyservice.transport_keys import TransportKeyService
 from keyservice.wire.errors import (
     KeyServiceError,
     MethodNotAllowed,
@@ -40,6 +41,7 @@ from keyservice.wire.models import (
     parse_rfc3339,
     parse_user_id,
 )
+from keyservice.wire.transport import parse_key_id, parse_open_request
 from pulseseal.bodies import BodyTimeout, BodyTooLarge, read_limited
 
 log = logging.getLogger(__name__)
@@ -189,6 +191,28 @@ def create_app(service: KeyService) -> Starlette:
             caller, call.request_id, user_id=user_id, since=since, limit=int(limit_text)
         )
 
+    transport = TransportKeyService(service)
+
+    async def transport_open(caller: VerifiedCaller, call: _Call) -> BaseModel:
+        parse_open_request(call.body)
+        return await transport.open_keys(caller, call.request_id)
+
+    async def transport_rotate(caller: VerifiedCaller, call: _Call) -> BaseModel:
+        return await transport.rotate(caller, call.request_id)
+
+    async def transport_retire(caller: VerifiedCaller, call: _Call) -> BaseModel:
+        key_id = parse_key_id(call.request.path_params["key_id"])
+        return await transport.retire(caller, key_id, call.request_id)
+
+    async def transport_key(request: Request) -> Response:
+        # No token: the public key is what every producer seals to, and it is not a secret.
+        request_id = uuid.uuid4().hex
+        try:
+            return _json(await transport.public_key(request_id), request_id)
+        except KeyServiceError as exc:
+            await service.refuse("transport_key", exc, request_id)
+            return problem(exc, request_id)
+
     async def healthz(request: Request) -> Response:
         ready, details = await service.health()
         return _json(details, uuid.uuid4().hex, 200 if ready else 503)
@@ -216,6 +240,22 @@ def create_app(service: KeyService) -> Starlette:
         ),
         Route("/v1/audit", endpoint("audit", "keys:admin", audit), methods=["GET"]),
         Route("/v1/audit/replays", endpoint("replay", "keys:decrypt", replay), methods=["POST"]),
+        Route("/v1/transport/key", transport_key, methods=["GET"]),
+        Route(
+            "/v1/transport/keys/open",
+            endpoint("transport_open", "transport:open", transport_open),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/transport/rotate",
+            endpoint("transport_rotate", "keys:admin", transport_rotate),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/transport/keys/{key_id}",
+            endpoint("transport_retire", "keys:admin", transport_retire),
+            methods=["DELETE"],
+        ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from keyservice.wire.errors import StartupRefused
 
-SCOPES = frozenset({"keys:encrypt", "keys:decrypt", "keys:admin"})
+SCOPES = frozenset({"keys:encrypt", "keys:decrypt", "keys:admin", "transport:open"})
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 

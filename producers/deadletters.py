@@ -3,7 +3,9 @@
 `list_dead` takes every message with `basic.get` without acknowledging it and then closes its channel,
 which hands them all back to the queue: nothing is consumed, and only one message at a time is held in
 memory here. `redrive` republishes each dead letter to `pulseseal.events` with the routing key
-`events.redrive` (same body and content type), and acknowledges the dead one only after the broker
+`events.redrive` (same body, content type and transport headers: a dead letter is transport-sealed, and
+the redrive passes it on sealed without ever opening it; one from before transport sealing, still
+plaintext, is sealed on its way out), and acknowledges the dead one only after the broker
 confirmed the copy — a crash in between leaves a duplicate, never a loss.
 """
 
@@ -20,7 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aiormq.exceptions import AMQPError
 
 from producers.confirms import InOrderConfirms
-from producers.publisher import Publisher, PublishFailed
+from producers.publisher import MessageSealer, Publisher, PublishFailed
 from pulseseal.settings import redact_url
 from pulseseal.topology import (
     DEAD_QUEUE,
@@ -31,6 +33,7 @@ from pulseseal.topology import (
     TopologyMismatch,
     declare_topology,
 )
+from pulseseal.transit import TransportUnopenable, TransportUnsealed, sealed_from
 
 REDRIVEN_HEADER = "x-pulseseal-redriven"
 _LINE_PREFIX = re.compile(r"^line \d+: ")
@@ -119,6 +122,7 @@ async def list_dead(url: str, *, delivery_limit: int, limit: int | None = None) 
 async def redrive(
     url: str,
     *,
+    sealer: MessageSealer,
     delivery_limit: int,
     code: str | None = None,
     limit: int | None = None,
@@ -131,6 +135,7 @@ async def redrive(
 
     Args:
         url: The AMQP URL.
+        sealer: Seals the dead letters that are not transport-sealed yet (closed when done).
         delivery_limit: For declaring the topology.
         code: Move only dead letters with this code (others stay).
         limit: Move at most this many.
@@ -142,7 +147,11 @@ async def redrive(
     """
     connection = await _connect(url)
     publisher = Publisher(
-        url, delivery_limit=delivery_limit, confirm_timeout_s=confirm_timeout_s, app_id="pulseseal-redrive"
+        url,
+        sealer=sealer,
+        delivery_limit=delivery_limit,
+        confirm_timeout_s=confirm_timeout_s,
+        app_id="pulseseal-redrive",
     )
 
     async def acknowledge(message: AbstractIncomingMessage) -> None:
@@ -163,6 +172,8 @@ async def redrive(
                 break
             if code is not None and classify(message.headers)[0] != code:
                 continue  # left unacknowledged: back in the queue when the channel closes
+            if _malformed_envelope(message):
+                continue  # could never be opened: moving it would only dead-letter it again
             await mover.submit(message)
         await mover.drain()
         await channel.close()
@@ -185,12 +196,26 @@ async def _copy(publisher: Publisher, message: AbstractIncomingMessage) -> None:
     headers = {k: v for k, v in (message.headers or {}).items() if not _is_dead_letter_header(k)}
     previous = (message.headers or {}).get(REDRIVEN_HEADER)
     headers[REDRIVEN_HEADER] = (previous if isinstance(previous, int) else 0) + 1
-    await publisher.publish(
-        message.body,
-        routing_key=REDRIVE_ROUTING_KEY,
-        content_type=message.content_type or JSON,
-        headers=headers,
-    )
+    content_type = message.content_type or JSON
+    try:
+        sealed = sealed_from(message.body, message.headers, content_type)
+    except TransportUnsealed:
+        # A dead letter from before transport sealing: it leaves sealed, like every message we publish.
+        await publisher.publish(
+            message.body, routing_key=REDRIVE_ROUTING_KEY, content_type=content_type, headers=headers
+        )
+        return
+    await publisher.publish_sealed(sealed, routing_key=REDRIVE_ROUTING_KEY, headers=headers)
+
+
+def _malformed_envelope(message: AbstractIncomingMessage) -> bool:
+    try:
+        sealed_from(message.body, message.headers, message.content_type)
+    except TransportUnsealed:
+        return False
+    except TransportUnopenable:
+        return True
+    return False
 
 
 def _is_dead_letter_header(name: str) -> bool:

@@ -39,7 +39,7 @@ RandomBytes = Callable[[int], bytes]
 
 #: Caller id → the scopes its dev key is given in `callers.json`.
 CALLER_SCOPES: Mapping[str, tuple[str, ...]] = {
-    "encryptor": ("keys:encrypt",),
+    "encryptor": ("keys:encrypt", "transport:open"),
     "auditor": ("keys:decrypt",),
     "admin": ("keys:admin",),
     "gateway": (),
@@ -184,8 +184,17 @@ def _mismatches(callers_file: Path, public_keys: Mapping[str, str]) -> list[str]
         return [f"{callers_file} is not a readable callers file; delete it to have it made again"]
     if not isinstance(listed, dict):
         return [f"{callers_file} has no `callers` object; delete it to have it made again"]
-    return [
+    warnings = [
         f"{callers_file} does not hold the key of {cid}.pem; delete it to have it made again"
         for cid, pem in public_keys.items()
         if not isinstance(listed.get(cid), dict) or listed[cid].get("public_key") != pem
     ]
+    # A file made by an older version lacks scopes added since (the encryptor's `transport:open`).
+    warnings += [
+        f"{callers_file} does not give {cid} the scope {scope}; delete it to have it made again"
+        for cid, scopes in CALLER_SCOPES.items()
+        if isinstance(listed.get(cid), dict) and isinstance(listed[cid].get("scopes"), list)
+        for scope in scopes
+        if scope not in listed[cid]["scopes"]
+    ]
+    return warnings

@@ -356,6 +356,23 @@ class KeyServiceClient:
         except httpx.HTTPError:
             return False
 
+    async def call(
+        self,
+        method: str,
+        path: str,
+        scope: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        idempotent: bool = True,
+    ) -> bytes:
+        """One signed request, retried like the rest, to an endpoint whose client lives in its own module
+        (keyservice/client/transport_keys.py); the answer's bytes, for `parse_answer`.
+
+        Raises:
+            KeyServiceError: the subclass that matches the refusal, as for every other call.
+        """
+        return await self._request(method, path, scope, payload, idempotent=idempotent)
+
     # --- transport ---
 
     async def _request(

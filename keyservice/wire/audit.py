@@ -20,7 +20,8 @@ class AuditRecord(BaseModel):
     """One grant or refusal. `reason` says why a refusal happened.
 
     A replay's own record (action `replay`, outcome `reported`) also carries `counts`: how many records the
-    replay opened, failed to open and could not read (keys destroyed).
+    replay opened, failed to open and could not read (keys destroyed). A transport-key record (actions
+    `transport_*`) names the transport keys in `key_ids` instead of users.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -34,16 +35,18 @@ class AuditRecord(BaseModel):
     request_id: str
     purpose: str | None = None
     reason: str | None = None
-    # `purpose` and `reason` are always present (null when unset), `counts` only where there are counts.
+    # `purpose` and `reason` are always present (null when unset); `counts` and `key_ids` only where there
+    # are counts (a replay's report) or transport keys (transport-key actions).
     counts: dict[str, int] | None = Field(default=None, exclude_if=lambda value: value is None)
+    key_ids: list[str] | None = Field(default=None, exclude_if=lambda value: value is None)
 
     def to_json(self) -> dict[str, Any]:
-        """The record as `GET /v1/audit` returns it."""
+        """The record as  returns it."""
         return self.model_dump(mode="json")
 
 
 class AuditAnswer(BaseModel):
-    """`GET /v1/audit`: records, oldest first."""
+    """: records, oldest first."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -18,7 +18,10 @@ import typer
 from consumers.encryptor import Encryptor, tune_garbage_collector
 from consumers.keys import KeyServiceSource
 from consumers.readiness import Readiness, start_status_server
+from consumers.transit import TransportGate
 from keyservice.client import KeyServiceClient
+from keyservice.client.transport_keys import TransportKeyRing
+from keyservice.client.transport_public import TransportSealer
 from keyservice.wire.errors import KeyServiceError
 from pulseseal import mongo
 from pulseseal.files import write_atomic
@@ -68,11 +71,16 @@ def run(
 
 async def _run(settings: Settings, client: KeyServiceClient, readiness: Readiness) -> None:
     mongo_client: Any = mongo.connect(settings.mongo_url)
-    encryptor = Encryptor(settings, KeyServiceSource(client), mongo_client, readiness=readiness)
+    sealer = TransportSealer.from_settings(settings)
+    transport = TransportGate(TransportKeyRing(client), sealer)
+    encryptor = Encryptor(
+        settings, KeyServiceSource(client), mongo_client, readiness=readiness, transport=transport
+    )
     tune_garbage_collector()
     try:
         await encryptor.app.run()
     finally:
         await client.aclose()
+        await sealer.aclose()
         await mongo_client.close()
     log.info("encryptor stopped")

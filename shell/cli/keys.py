@@ -1,9 +1,11 @@
-"""`pulseseal keys rotate|shred|reinstate|audit|rewrap|backup|restore`: key administration.
+"""`pulseseal keys rotate|shred|reinstate|audit|rewrap|backup|restore|transport-rotate|transport-retire`:
+key administration.
 
 `rotate`, `shred`, `reinstate` and `audit` call the running key service with the admin caller key
 (`PULSESEAL_CALLER_KEY_FILE`, default `HOME/credentials/admin.pem`). `rewrap` is different: it runs the key
 service's own code against the key store, with both master keys, so data keys never leave this process;
-so do `backup` and `restore` (pulseseal/cli/keystore.py).
+so do `backup` and `restore` (pulseseal/cli/keystore.py). The transport-key commands are in
+shell/cli/transport.py.
 """
 
 from __future__ import annotations
@@ -11,28 +13,31 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
 from keyservice.bootstrap import connect_redis, load_master_key
-from keyservice.client import KeyServiceClient
 from keyservice.rewrap import RewrapReport
 from keyservice.rewrap import rewrap as rewrap_store
-from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable
+from keyservice.wire.errors import KeyServiceError
 from keyservice.wrapping import MasterKey
 from pulseseal.settings import Settings, load_settings
 from schemas.rfc3339 import parse_rfc3339
-from shell.cli import keystore
+from shell.cli import keystore, transport
+from shell.cli.admin import call_as_admin
 from shell.cli.errors import CliError
 
 app = typer.Typer(
-    help="Key administration: rotate, shred, reinstate, audit, rewrap, backup, restore.", no_args_is_help=True
+    help="Key administration: rotate, shred, reinstate, audit, rewrap, backup, restore, and the transport "
+    "keys that seal broker messages (transport-rotate, transport-retire).",
+    no_args_is_help=True,
 )
 app.command("backup")(keystore.backup)
 app.command("restore")(keystore.restore)
+app.command("transport-rotate")(transport.rotate)
+app.command("transport-retire")(transport.retire)
 
 T = TypeVar("T")
 UserOpt = Annotated[str, typer.Option("--user-id", help="The user.")]
@@ -42,30 +47,10 @@ KeyFileOpt = Annotated[
 ]
 
 
-def _call(key_file: Path | None, action: str, use: Callable[[KeyServiceClient], Awaitable[T]]) -> T:
-    settings = load_settings()
-    if key_file is not None:
-        settings = settings.model_copy(update={"caller_key_file": key_file})
-
-    async def go() -> T:
-        async with KeyServiceClient.from_settings(settings, role="admin", retries=1) as client:
-            return await use(client)
-
-    try:
-        return asyncio.run(go())
-    except KeyServiceUnavailable:
-        raise CliError(
-            f"{action} failed: key service at {settings.keyservice_url} not reachable; start it with "
-            "`pulseseal keyservice`"
-        ) from None
-    except KeyServiceError as exc:
-        raise CliError(f"{action} failed: {exc.detail}") from None
-
-
 @app.command()
 def rotate(user_id: UserOpt, key_file: KeyFileOpt = None) -> None:
     """Add a key version for the user; old versions still decrypt."""
-    version = _call(key_file, "rotate", lambda c: c.rotate(user_id))
+    version = call_as_admin(key_file, "rotate", lambda c: c.rotate(user_id))
     print(f"user {user_id}: key version {version} is current")
 
 
@@ -82,14 +67,14 @@ def shred(
         typer.confirm(
             f"Destroy every key of user {user_id}? Their sealed events can never be read again.", abort=True
         )
-    receipt = _call(key_file, "shred", lambda c: c.shred(user_id))
+    receipt = call_as_admin(key_file, "shred", lambda c: c.shred(user_id))
     print(receipt.model_dump_json())
 
 
 @app.command()
 def reinstate(user_id: UserOpt, key_file: KeyFileOpt = None) -> None:
     """Let a shredded user have keys again (destroyed versions stay destroyed)."""
-    version = _call(key_file, "reinstate", lambda c: c.reinstate(user_id))
+    version = call_as_admin(key_file, "reinstate", lambda c: c.reinstate(user_id))
     print(f"user {user_id} reinstated: key version {version} is current")
 
 
@@ -105,7 +90,9 @@ def audit(
         since_time = parse_rfc3339(since) if since is not None else None
     except ValueError as exc:
         raise CliError(f"--since {exc}") from None
-    records = _call(key_file, "audit", lambda c: c.audit(user_id=user_id, since=since_time, limit=limit))
+    records = call_as_admin(
+        key_file, "audit", lambda c: c.audit(user_id=user_id, since=since_time, limit=limit)
+    )
     for record in records:
         print(json.dumps(record.to_json()))
 

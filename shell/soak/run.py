@@ -257,11 +257,12 @@ async def _drill(run: _Run, report: SoakReport, documents: list[dict[str, Any]])
 
 
 async def _dead_letter_canary(run: _Run) -> None:
-    # A producer that skips validation: the encryptor dead-letters the event, body and all, so the
-    # dead-letter queue (and RabbitMQ's files) hold its plaintext. Reported, not hidden.
+    # A producer that skips validation (but seals, as every producer must): the encryptor dead-letters
+    # the event, body and all — sealed again — so neither the dead-letter queue nor RabbitMQ's files
+    # may hold its canaries.
     before = await verify.dead_letter_count(run.servers.amqp_url)
     event = invalid_canary_event("soak-rogue", run.rng, run.canaries, datetime.now(UTC))
-    await verify.publish_rogue(run.servers.amqp_url, [event])
+    await verify.publish_rogue(run.servers.amqp_url, run.pipeline.keyservice_url, [event])
     for _ in range(120):  # polled: the count lives in the broker, there is nothing to wait on here
         if await verify.dead_letter_count(run.servers.amqp_url) > before:
             return

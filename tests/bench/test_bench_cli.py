@@ -19,7 +19,16 @@ from shell.processes import run
 ALL = ["seal", "keyservice", "e2e", "scaleout", "producers"]
 # A figure of each scenario that the quick run must measure (the targets' figures are checked apart).
 EXPECTED = {
-    "seal": ("seal_many_300", "raw_300", "tink_300", "csfle_300", "esdk_300", "ratio_csfle_4k"),
+    "seal": (
+        "seal_many_300",
+        "raw_300",
+        "tink_300",
+        "csfle_300",
+        "esdk_300",
+        "ratio_csfle_4k",
+        "transport_seal_us_1000",
+        "transport_open_us_1000",
+    ),
     "keyservice": ("thousand_keys_p99_ms", "encryptor_key_cache_hit_ratio"),
     "e2e": (
         "drain_events_per_s",

@@ -15,6 +15,7 @@ from consumers.readiness import CHECKS, Readiness, ReadinessWatch, start_status_
 from pulseseal import mongo
 from pulseseal.settings import Settings
 from tests.consumers.helpers import FakeKeySource
+from tests.transit import local_gate
 
 
 def _all_passing(readiness: Readiness) -> None:
@@ -108,7 +109,7 @@ async def encryptor(
     settings = Settings(amqp_url=isolated_amqp_url, mongo_url=mongo_url, mongo_db=mongo_db, batch_max_ms=20)
     client: AsyncMongoClient[dict[str, Any]] = mongo.connect(mongo_url)
     keys = FakeKeySource()
-    encryptor = Encryptor(settings, keys, client)
+    encryptor = Encryptor(settings, keys, client, transport=local_gate())
     await encryptor.app.start()
     try:
         yield encryptor, keys

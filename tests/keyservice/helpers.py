@@ -19,7 +19,7 @@ from shell.processes import Child, StartFailed, run, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = {
-    "encryptor": ["keys:encrypt"],
+    "encryptor": ["keys:encrypt", "transport:open"],
     "auditor": ["keys:decrypt"],
     "admin": ["keys:admin"],
     "gateway": [],

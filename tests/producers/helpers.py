@@ -16,7 +16,9 @@ import aio_pika
 import jwt
 
 from pulseseal.topology import DEAD_QUEUE, NDJSON, SEAL_QUEUE, declare_topology
+from pulseseal.transit import TransportPrivateKey
 from shell.processes import free_port, run
+from tests.transit import open_raw
 
 SECRET = b"test-gateway-secret-0123456789-abcdefghijklmnop"
 AUDIENCE = "authenticated"
@@ -48,13 +50,14 @@ def ndjson(events: Iterable[dict[str, Any]]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """One message taken off a queue."""
+    """One message taken off a queue: `body` is the opened plaintext, `raw` what the broker held."""
 
     body: bytes
     content_type: str | None
     routing_key: str | None
     persistent: bool
     headers: dict[str, Any]
+    raw: bytes
 
     def event_ids(self) -> list[str]:
         """The event ids the message carries (one JSON event or NDJSON)."""
@@ -63,8 +66,11 @@ class Delivered:
         return [json.loads(self.body)["event_id"]]
 
 
-async def drain(url: str, queue_name: str = SEAL_QUEUE) -> list[Delivered]:
-    """Take every message off a queue (acknowledged: the queue is empty afterwards)."""
+async def drain(
+    url: str, queue_name: str = SEAL_QUEUE, *, keys: dict[str, TransportPrivateKey] | None = None
+) -> list[Delivered]:
+    """Take every message off a queue (acknowledged: the queue is empty afterwards), asserting that each
+    was transport-sealed and opening it with `keys` (default: the tests' local transport key)."""
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
@@ -74,11 +80,12 @@ async def drain(url: str, queue_name: str = SEAL_QUEUE) -> list[Delivered]:
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
             taken.append(
                 Delivered(
-                    message.body,
+                    open_raw(message.body, message.headers, message.content_type, keys),
                     message.content_type,
                     message.routing_key,
                     message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT,
                     dict(message.headers or {}),
+                    message.body,
                 )
             )
         return taken

@@ -277,3 +277,36 @@ def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_transport_key_commands(
+    env: dict[str, str], creds: Credentials, server: subprocess.Popen[bytes], isolated_amqp_url: str
+) -> None:
+    env["PULSESEAL_CALLER_KEY_FILE"] = str(creds.key_file("admin"))
+    env["PULSESEAL_AMQP_URL"] = isolated_amqp_url
+    first = httpx.get(env["PULSESEAL_KEYSERVICE_URL"] + "/v1/transport/key").json()["key_id"]
+    rotated = pulseseal("keys", "transport-rotate", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    second = httpx.get(env["PULSESEAL_KEYSERVICE_URL"] + "/v1/transport/key").json()["key_id"]
+    assert second != first
+    assert rotated.stdout.startswith(f"transport key {second} is current")
+    one_line_error(
+        pulseseal("keys", "transport-retire", "--key-id", second, "--yes", env=env),
+        "is the current transport key",
+        "transport-rotate",
+    )
+    refused = pulseseal("keys", "transport-retire", "--key-id", first, env=env)  # no terminal, no --yes
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr
+    assert "pulseseal.seal holds" in refused.stdout
+    assert "pulseseal.dead" in refused.stdout
+    retired = pulseseal("keys", "transport-retire", "--key-id", first, "--yes", env=env)
+    assert retired.returncode == 0, retired.stderr
+    assert f"transport key {first} retired at" in retired.stdout
+    one_line_error(
+        pulseseal("keys", "transport-retire", "--key-id", "never-was", "--yes", env=env),
+        "transport-retire failed",
+        "no transport key has this id",
+    )
+    env["PULSESEAL_CALLER_KEY_FILE"] = str(creds.key_file("encryptor"))
+    one_line_error(pulseseal("keys", "transport-rotate", env=env), "scope keys:admin required")

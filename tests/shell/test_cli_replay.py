@@ -33,6 +33,7 @@ from shell.processes import command
 from tests.consumers.helpers import open_channel, publish_batch, publish_single, wait_for
 from tests.factories import random_events, valid_event
 from tests.processes import ROOT, Component, free_port, start_encryptor
+from tests.transit import keyservice_keys
 
 PURPOSE = "GDPR access request #4711"
 BASE = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
@@ -165,7 +166,8 @@ async def test_replay_equals_the_ingested_events_byte_for_byte(
         valid_event("medication", event_id=str(uuid.uuid4()), user_id=user, data={"dose_mg": None}),
         valid_event("sleep", event_id=str(uuid.uuid4()), user_id=user, source={"device": "Ünïcödé ☾"}),
     ]
-    connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"])
+    keys = await keyservice_keys(pipeline_env["PULSESEAL_KEYSERVICE_URL"])
+    connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"], transport_keys=keys)
     try:
         for event in events[:20]:
             await publish_single(channel, event)

@@ -70,7 +70,7 @@ def test_callers_file_lists_each_caller_key_scopes_and_loopback(tmp_path: Path) 
     callers = json.loads((tmp_path / "callers.json").read_text())["callers"]
 
     assert set(callers) == {"encryptor", "auditor", "admin", "gateway"}
-    assert callers["encryptor"]["scopes"] == ["keys:encrypt"]
+    assert callers["encryptor"]["scopes"] == ["keys:encrypt", "transport:open"]
     assert callers["auditor"]["scopes"] == ["keys:decrypt"]
     assert callers["admin"]["scopes"] == ["keys:admin"]
     assert callers["gateway"]["scopes"] == []
@@ -148,3 +148,19 @@ def test_load_private_key_names_the_file_on_failure(tmp_path: Path) -> None:
         load_private_key(bad)
     with pytest.raises(CredentialsError, match=r"missing\.pem does not exist"):
         load_private_key(tmp_path / "missing.pem")
+
+
+def test_a_kept_callers_file_without_a_newer_scope_is_reported_not_changed(tmp_path: Path) -> None:
+    ensure_dev_credentials(tmp_path)
+    document = json.loads((tmp_path / "callers.json").read_text())
+    document["callers"]["encryptor"]["scopes"] = ["keys:encrypt"]  # as made before transport sealing
+    (tmp_path / "callers.json").write_text(json.dumps(document))
+
+    report = ensure_dev_credentials(tmp_path)
+
+    assert report.created == []
+    assert json.loads((tmp_path / "callers.json").read_text()) == document
+    assert report.warnings == [
+        f"{tmp_path / 'callers.json'} does not give encryptor the scope transport:open; "
+        "delete it to have it made again"
+    ]

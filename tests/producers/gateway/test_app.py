@@ -19,6 +19,7 @@ from producers.publisher import BrokerUnavailable, Publisher
 from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON
 from tests.factories import valid_event
 from tests.producers.helpers import DELIVERY_LIMIT, USER, bearer, dead_url, drain, event_ids, ndjson, token
+from tests.transit import LocalSealer
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +185,10 @@ async def test_a_media_type_other_than_json_or_ndjson_gets_415(
 @pytest.fixture
 async def gateway_without_broker(verifier: TokenVerifier) -> AsyncIterator[httpx.AsyncClient]:
     intake = EventIntake(
-        verifier, Publisher(dead_url(), delivery_limit=DELIVERY_LIMIT), body_timeout_s=5, confirm_timeout_s=1
+        verifier,
+        Publisher(dead_url(), sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT),
+        body_timeout_s=5,
+        confirm_timeout_s=1,
     )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(intake)), base_url="http://gw"
@@ -211,7 +215,7 @@ async def test_a_broker_that_does_not_confirm_in_time_gets_503(verifier: TokenVe
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     url = f"amqp://guest:guest@127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    publisher = Publisher(url, delivery_limit=DELIVERY_LIMIT, connect_timeout_s=1)
+    publisher = Publisher(url, sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT, connect_timeout_s=1)
     intake = EventIntake(verifier, publisher, body_timeout_s=5, confirm_timeout_s=0.3)
     try:
         async with httpx.AsyncClient(
