@@ -18,7 +18,16 @@ import pytest
 from producers.importer.checkpoint import checkpoint_path
 from producers.importer.rejects import rejects_path
 from tests.factories import valid_event
-from tests.producers.helpers import PULSESEAL, cli_env, dead_url, drain, event_ids, one_line, run_cli
+from tests.producers.helpers import (
+    PULSESEAL,
+    cli_env,
+    dead_url,
+    drain,
+    event_ids,
+    free_port,
+    one_line,
+    run_cli,
+)
 from tests.transit import keyservice_keys
 
 pytestmark = pytest.mark.integration
@@ -215,3 +224,18 @@ async def test_kill_9_halfway_then_resume_publishes_every_valid_event(
     assert len(published) >= len(valid)
     assert [json.loads(entry)["line"] for entry in rejects_path(path).read_text().splitlines()] == bad
     assert not checkpoint_path(path).exists()
+
+
+async def test_no_key_service_is_one_line_exit_2_and_nothing_published_in_the_clear(
+    broker: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "ok.ndjson"
+    path.write_text(lines(3))
+    result = run_cli(
+        "import", str(path), env=cli_env(broker, keyservice_url=f"http://127.0.0.1:{free_port()}")
+    )
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "cannot fetch the transport key" in line
+    assert "PULSESEAL_KEYSERVICE_URL" in line
+    assert await drain(broker) == []

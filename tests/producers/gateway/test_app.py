@@ -12,13 +12,24 @@ import httpx
 import jwt
 import pytest
 
+from keyservice.client.transport_public import TransportSealer
 from producers.gateway.app import create_app
 from producers.gateway.auth import TokenVerifier
 from producers.gateway.service import EventIntake
 from producers.publisher import BrokerUnavailable, Publisher
 from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON
 from tests.factories import valid_event
-from tests.producers.helpers import DELIVERY_LIMIT, USER, bearer, dead_url, drain, event_ids, ndjson, token
+from tests.producers.helpers import (
+    DELIVERY_LIMIT,
+    USER,
+    bearer,
+    dead_url,
+    drain,
+    event_ids,
+    free_port,
+    ndjson,
+    token,
+)
 from tests.transit import LocalSealer
 
 pytestmark = pytest.mark.integration
@@ -267,3 +278,24 @@ async def test_metrics_count_answers_by_status(gateway: httpx.AsyncClient) -> No
     after = (await gateway.get("/metrics")).text
     assert accepted_total(after) == before + 7
     assert 'pulseseal_gateway_requests_total{status="202"}' in after
+
+
+async def test_no_transport_key_gets_503_and_nothing_is_published(
+    verifier: TokenVerifier, broker: str
+) -> None:
+    # The broker is up, the key service is not: without a transport key nothing may leave in the clear.
+    sealer = TransportSealer(f"http://127.0.0.1:{free_port()}", retries=0)
+    intake = EventIntake(
+        verifier,
+        Publisher(broker, sealer=sealer, delivery_limit=DELIVERY_LIMIT),
+        body_timeout_s=5,
+        confirm_timeout_s=2,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(intake)), base_url="http://gw"
+    ) as client:
+        response = await client.post("/v1/events", json=many(3), headers=bearer(token()))
+    await intake.publisher.close()
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0
+    assert await drain(broker) == []
