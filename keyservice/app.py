@@ -21,6 +21,7 @@ from starlette.routing import Route
 from keyservice.auth import RequestFacts, VerifiedCaller
 from keyservice.openapi import openapi_document
 from keyservice.service import KeyService
+from keyservice.shrednotices import stream_route
 from keyservice.wire.errors import (
     KeyServiceError,
     MethodNotAllowed,
@@ -37,6 +38,7 @@ from keyservice.wire.models import (
     parse_rfc3339,
     parse_user_id,
 )
+from keyservice.wire.shreds import PATH as SHREDS_PATH
 
 log = logging.getLogger(__name__)
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -203,6 +205,11 @@ def create_app(service: KeyService) -> Starlette:
         ),
         Route("/v1/audit", endpoint("audit", "keys:admin", audit), methods=["GET"]),
         Route("/v1/audit/replays", endpoint("replay", "keys:decrypt", replay), methods=["POST"]),
+        Route(
+            SHREDS_PATH,
+            stream_route(service.erasure.notices, service.authenticate, service.refuse, problem),
+            methods=["GET"],
+        ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

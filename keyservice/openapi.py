@@ -194,11 +194,12 @@ def openapi_document() -> dict[str, Any]:
     }
     receipt = {
         "type": "object",
-        "required": ["user_id", "versions_destroyed", "destroyed_at", "signature"],
+        "required": ["user_id", "versions_destroyed", "destroyed_at", "backups_unreadable_after", "signature"],
         "properties": {
             "user_id": _USER_ID,
             "versions_destroyed": {"type": "array", "items": {"type": "integer"}},
             "destroyed_at": {"type": "string"},
+            "backups_unreadable_after": {"type": "string"},
             "signature": {"type": "string"},
         },
         "additionalProperties": False,

@@ -18,6 +18,7 @@ import json
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -157,6 +158,24 @@ class KeyServiceClient:
     def current_key_cache(self) -> KeyCache[str]:
         """The cache of current keys (its `hits`/`misses` feed the encryptor's metrics)."""
         return self._current.cache
+
+    @property
+    def caches(self) -> tuple[KeyCache[str], KeyCache[tuple[str, int]]]:
+        """Both key caches (current keys; keys by version), for the shred follower (client/shreds.py)."""
+        return self._current.cache, self._versions.cache
+
+    def stream(
+        self, path: str, scope: str, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """An open `GET` of a streaming endpoint (the shred stream), with a fresh token; no retries, and no
+        read timeout (the stream is held open; its reader watches for silence itself)."""
+        token = mint_token(self._key, self.caller_id, method="GET", path=path, body=b"", scope=scope)
+        return self._http.stream(
+            "GET",
+            path,
+            headers={**headers, "Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(self._http.timeout.connect, read=None),
+        )
 
     async def aclose(self) -> None:
         """Close connections and forget every cached key."""

@@ -10,7 +10,7 @@ import typer
 from prometheus_client import start_http_server
 
 from consumers.encryptor import Encryptor, tune_garbage_collector
-from consumers.keys import KeyServiceSource
+from consumers.keys import KeyServiceSource, following_shreds
 from keyservice.client import KeyServiceClient
 from keyservice.wire.errors import KeyServiceError
 from pulseseal import mongo
@@ -51,7 +51,8 @@ async def _run(settings: Settings, client: KeyServiceClient) -> None:
     encryptor = Encryptor(settings, KeyServiceSource(client), mongo_client)
     tune_garbage_collector()
     try:
-        await encryptor.app.run()
+        async with following_shreds(client):
+            await encryptor.app.run()
     finally:
         await client.aclose()
         await mongo_client.close()
