@@ -194,7 +194,13 @@ def openapi_document() -> dict[str, Any]:
     }
     receipt = {
         "type": "object",
-        "required": ["user_id", "versions_destroyed", "destroyed_at", "backups_unreadable_after", "signature"],
+        "required": [
+            "user_id",
+            "versions_destroyed",
+            "destroyed_at",
+            "backups_unreadable_after",
+            "signature",
+        ],
         "properties": {
             "user_id": _USER_ID,
             "versions_destroyed": {"type": "array", "items": {"type": "integer"}},
