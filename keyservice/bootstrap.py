@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from keyservice.audit import AuditLog
@@ -83,9 +83,21 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
     )
 
 
-def connect_redis(url: str) -> Redis:
-    """A client of the key-store Redis with the timeouts the service uses."""
-    return Redis.from_url(url, decode_responses=False, socket_timeout=5, socket_connect_timeout=3)
+def connect_redis(url: str, *, max_connections: int = 128) -> Redis:
+    """A client of the key-store Redis with the timeouts the service uses.
+
+    Requests beyond `max_connections` wait for a connection (up to 5 s) instead of failing: a burst of
+    1000 shreds or key requests must queue, not answer 503.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=5,
+        decode_responses=False,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+    )
+    return Redis.from_pool(pool)
 
 
 async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | None = None) -> KeyService:
@@ -172,7 +184,13 @@ async def _open(
     log.info(
         "key store %s ready (master key %s, %d callers)", where, options.master.key_id_hex, len(registry)
     )
-    erasure = Erasure.for_store(redis, store, retention_days=options.backup_retention_days)
+    # Each shred stream holds a connection blocked in XREAD: they get a pool of their own.
+    erasure = Erasure.for_store(
+        redis,
+        store,
+        retention_days=options.backup_retention_days,
+        stream_redis=connect_redis(options.redis_url, max_connections=10_000),
+    )
     erasure.start()
     return KeyService(
         redis=redis,

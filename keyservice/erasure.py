@@ -72,11 +72,13 @@ class Erasure:
         *,
         retention_days: int = DEFAULT_RETENTION_DAYS,
         now: Callable[[], datetime] = _utcnow,
+        stream_redis: Redis | None = None,
     ) -> Erasure:
-        """The erasure steps over `store`'s Redis and prefix."""
+        """The erasure steps over `store`'s Redis and prefix (the shred streams' readers on `stream_redis`,
+        a client of the same Redis that this object then owns and closes)."""
         return cls(
             RewriteGate(AofRewriter(redis)),
-            ShredNotices(redis, store.prefix),
+            ShredNotices(redis, store.prefix, readers=stream_redis),
             BackupKeyring(redis, store.prefix, store.master, retention_days),
             now=now,
         )
@@ -124,3 +126,4 @@ class Erasure:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self.notices.close()

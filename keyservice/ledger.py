@@ -16,6 +16,7 @@ replicas never fork the chain. Entries hold user ids, versions and times, never 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -37,14 +38,14 @@ _CONTEXT = b"pulseseal-shred-ledger/v2\n"
 GENESIS = "0" * 64
 _RETRIES = 50
 
-# KEYS[1] the ledger list; ARGV expected length, expected last line ('' when empty), the new line.
+# KEYS[1] the ledger list; ARGV expected length, expected last line ('' when empty), the new lines.
 # {1, new length} appended | {0, length} someone else appended first: read the tail again.
 _APPEND = """
 local n = redis.call('LLEN', KEYS[1])
 local last = redis.call('LINDEX', KEYS[1], -1) or ''
 if n ~= tonumber(ARGV[1]) or last ~= ARGV[2] then return {0, n} end
-redis.call('RPUSH', KEYS[1], ARGV[3])
-return {1, n + 1}
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+return {1, n + #ARGV - 2}
 """
 # {length, last line or false}, read together.
 _TAIL = """
@@ -117,6 +118,10 @@ class ShredLedger:
         self._key = signing_key
         self._append = redis.register_script(_APPEND)
         self._tail = redis.register_script(_TAIL)
+        # Appends waiting to go in together; one writer task at a time, so this process's own appends
+        # never race each other (only other replicas').
+        self._queue: list[tuple[LedgerEntry, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def load(self) -> list[LedgerEntry]:
         """Read and verify every entry.
@@ -200,20 +205,17 @@ class ShredLedger:
     async def append(self, entry: LedgerEntry) -> None:
         """Append one signed entry at the end of the chain (durable once Redis answered: AOF always).
 
+        Appends waiting at the same time in this process go in together, in one compare-and-set (group
+        commit: the key store fsyncs each write, and a thousand shreds must not wait for a thousand).
+
         Raises:
-            LedgerError: Redis does not answer, or other appends kept winning the race.
+            LedgerError: Redis does not answer, or other replicas' appends kept winning the race.
         """
-        try:
-            for _ in range(_RETRIES):
-                length, last = await self._tail(keys=[self.key], args=())
-                last = last or b""
-                line = self._line(entry, int(length), digest_of(last) if last else GENESIS)
-                done, _ = await self._append(keys=[self.key], args=[length, last, line])
-                if done == 1:
-                    return
-        except RedisError:
-            raise LedgerError("cannot append to the shred ledger: the key store does not answer") from None
-        raise LedgerError("cannot append to the shred ledger: other appends kept racing; repeat the request")
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((entry, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        await asyncio.shield(done)
 
     async def append_many(self, entries: Sequence[LedgerEntry]) -> None:
         """Append entries in order (see `append`).
@@ -224,17 +226,53 @@ class ShredLedger:
         for entry in entries:
             await self.append(entry)
 
+    async def _write_queued(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                await self._append_batch([entry for entry, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiter of this batch
+                for _, done in batch:
+                    done.set_exception(exc)
+                    done.exception()  # retrieved: a waiter that went away must not leave a warning
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+    async def _append_batch(self, entries: list[LedgerEntry]) -> None:
+        try:
+            for _ in range(_RETRIES):
+                length, last = await self._tail(keys=[self.key], args=())
+                last = last or b""
+                digest = digest_of(last) if last else GENESIS
+                lines = []
+                for offset, entry in enumerate(entries):
+                    lines.append(self._line(entry, int(length) + offset, digest))
+                    digest = digest_of(lines[-1])
+                appended, _ = await self._append(keys=[self.key], args=[length, last, *lines])
+                if appended == 1:
+                    return
+        except RedisError:
+            raise LedgerError("cannot append to the shred ledger: the key store does not answer") from None
+        raise LedgerError("cannot append to the shred ledger: other appends kept racing; repeat the request")
+
+
+def apply(floors: dict[str, UserFloor], entry: LedgerEntry) -> None:
+    """Fold one more entry into `floors` (in place). Folding an entry a second time after later ones
+    changes nothing their own fold would not: the floors only grow, and the last word on a user wins."""
+    prev = floors.get(entry.user_id, UserFloor(0, False, 0))
+    if entry.event == "shred":
+        top = max([prev.max_destroyed, entry.max_destroyed, *entry.versions_destroyed])
+        floors[entry.user_id] = UserFloor(top, True, prev.reinstated_version)
+    else:
+        floors[entry.user_id] = UserFloor(
+            prev.max_destroyed, False, max(prev.reinstated_version, entry.version)
+        )
+
 
 def summarize(entries: Iterable[LedgerEntry]) -> dict[str, UserFloor]:
     """Fold the ledger into one `UserFloor` per user, in ledger order."""
     floors: dict[str, UserFloor] = {}
     for entry in entries:
-        prev = floors.get(entry.user_id, UserFloor(0, False, 0))
-        if entry.event == "shred":
-            top = max([prev.max_destroyed, entry.max_destroyed, *entry.versions_destroyed])
-            floors[entry.user_id] = UserFloor(top, True, prev.reinstated_version)
-        else:
-            floors[entry.user_id] = UserFloor(
-                prev.max_destroyed, False, max(prev.reinstated_version, entry.version)
-            )
+        apply(floors, entry)
     return floors

@@ -30,14 +30,23 @@ class ShredNotices:
     """The notice stream of one key store.
 
     Args:
-        redis: The key-store Redis (the stream's readers block on it: one connection per reader).
+        redis: The key-store Redis.
         prefix: The key store's prefix.
+        readers: A client of the same Redis for the streams' blocking reads (one connection each), owned
+            by this object; default `redis`.
     """
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, *, readers: Redis | None = None) -> None:
         self._redis = redis
+        self._readers = readers
         self.key = f"{prefix}shreds"
         self.closing = False  # set when the process stops: every stream ends within a heartbeat
+
+    async def close(self) -> None:
+        """End the streams and close the readers' client."""
+        self.closing = True
+        if self._readers is not None:
+            await self._readers.aclose()
 
     async def publish(self, user_id: str, destroyed_at: str) -> None:
         """Announce a shred to every replica's clients.
@@ -85,7 +94,8 @@ class ShredNotices:
         block_ms = int(HEARTBEAT_S * 1000)
         while not self.closing:
             try:
-                replies: Any = await self._redis.xread({self.key: position}, count=500, block=block_ms)
+                reader = self._readers if self._readers is not None else self._redis
+                replies: Any = await reader.xread({self.key: position}, count=500, block=block_ms)
             except RedisError:
                 log.warning("shred notice stream: the key store stopped answering; closing the stream")
                 return
