@@ -49,6 +49,8 @@ from pulseseal.envelope import DataKey, InvalidKeyMaterial
 from pulseseal.settings import Settings
 from schemas.rfc3339 import format_rfc3339 as rfc3339
 
+# A shred is answered after an AOF rewrite of the whole key store (contract §6): ~4 s at 1M users.
+SHRED_TIMEOUT_S = 120.0
 _TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 _BY_STATUS: dict[int, type[KeyServiceError]] = {
     401: TokenRejected,
@@ -327,9 +329,15 @@ class KeyServiceClient:
         return int(answer["version"])
 
     async def shred(self, user_id: str) -> dict[str, Any]:
-        """Destroy every key version of the user; returns the signed erasure receipt."""
+        """Destroy every key version of the user; returns the signed erasure receipt.
+
+        The answer waits until the key store's files no longer hold the keys (an AOF rewrite: seconds on
+        a store of millions of users), so this request may take up to `SHRED_TIMEOUT_S`.
+        """
         self._current.cache.discard(user_id)
-        return await self._request("DELETE", f"/v1/users/{user_id}", "keys:admin", None)
+        return await self._request(
+            "DELETE", f"/v1/users/{user_id}", "keys:admin", None, timeout_s=SHRED_TIMEOUT_S
+        )
 
     async def reinstate(self, user_id: str) -> int:
         """Let a shredded user have keys again; returns the new version.
@@ -364,6 +372,7 @@ class KeyServiceClient:
         *,
         idempotent: bool = True,
         params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if body else {}
@@ -377,6 +386,7 @@ class KeyServiceClient:
                     path,
                     content=body,
                     params=params,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s,
                     headers={**headers, "Authorization": f"Bearer {token}"},
                 )
             except httpx.TransportError as exc:

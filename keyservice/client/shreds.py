@@ -126,9 +126,10 @@ class ShredFollower:
                     log.warning(
                         "shred stream down (%s): cached keys dropped, short TTLs until it is back", exc
                     )
+            # Back off while the stream stays away; after it was up, the first retry comes soon again.
+            delay = 0.1 if self.connected else min(_BACKOFF_MAX_S, delay * 2)
             self._down()
             await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(_BACKOFF_MAX_S, delay * 2) if not self.connected else 0.1
 
     async def follow_once(self) -> None:
         """Open the stream and apply its events until it ends.
