@@ -133,7 +133,14 @@ async def cache_drops(
         receipts = await asyncio.gather(*tasks)
         while len(dropped) < len(users):
             heard.clear()
-            await heard.wait()
+            try:
+                await asyncio.wait_for(heard.wait(), 30)
+            except TimeoutError:
+                missing = [u for u in users if u not in dropped]
+                print(
+                    f"DEBUG missing {len(missing)} {missing[:3]} notices={follower.notices} connected={follower.connected}"
+                )
+                raise
         for user, receipt in zip(users, receipts, strict=True):
             wall, mono = dropped[user]
             after_destroyed.append((wall - parse_rfc3339(receipt["destroyed_at"])).total_seconds())

@@ -126,6 +126,11 @@ class ShredFollower:
                     log.warning(
                         "shred stream down (%s): cached keys dropped, short TTLs until it is back", exc
                     )
+            except Exception as exc:  # noqa: BLE001 - whatever broke, following must go on (fail safe)
+                log.error(
+                    "shred stream failed (%s): cached keys dropped, short TTLs until it is back",
+                    type(exc).__name__,
+                )
             # Back off while the stream stays away; after it was up, the first retry comes soon again.
             delay = 0.1 if self.connected else min(_BACKOFF_MAX_S, delay * 2)
             self._down()

@@ -162,3 +162,31 @@ async def test_when_the_stream_ends_the_follower_drops_every_cached_key(
         assert elapsed < 1.0
     finally:
         await follower.aclose()
+
+
+async def test_a_follower_that_breaks_drops_everything_and_goes_on(
+    client_for: Callable[[str], KeyServiceClient],
+) -> None:
+    encryptor, admin = client_for("encryptor"), client_for("admin")
+    heard: list[str] = []
+
+    def on_shred(user: str) -> None:
+        heard.append(user)
+        if len(heard) == 1:
+            raise RuntimeError("a bug in whatever follows the stream")
+
+    follower = ShredFollower(encryptor, on_shred=on_shred)
+    follower.start()
+    try:
+        await _until(lambda: follower.connected)
+        await encryptor.encrypt_keys(["b-one", "b-two"])
+        await admin.shred("b-one")
+        # The failure counts as the stream going down: every cached key goes, not only b-one's ...
+        await _until(lambda: len(encryptor.current_key_cache) == 0, timeout_s=1.0)
+        # ... and following resumes after the last notice applied, so b-one's comes again.
+        await _until(lambda: heard == ["b-one", "b-one"], timeout_s=5.0)
+        await _until(lambda: follower.connected)
+        await admin.shred("b-two")
+        await _until(lambda: heard == ["b-one", "b-one", "b-two"], timeout_s=1.0)
+    finally:
+        await follower.aclose()
