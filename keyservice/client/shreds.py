@@ -17,7 +17,6 @@ It also sweeps expired keys out of both caches every `SWEEP_S`, so no key outliv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -34,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FALLBACK_TTL_S = 0.8  # below 1 s: a key fetched just before a shred is gone within 1 s of it
 SWEEP_S = 1.0
+_WATCH_S = 0.1
 _BACKOFF_MAX_S = 2.0
 
 
@@ -69,6 +69,9 @@ class ShredFollower:
         self._clock = clock
         self._last_id: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._abandoned: set[asyncio.Task[None]] = set()  # attempts given up on, still unwinding
+        self._attempt = 0
+        self._heard_at = clock()
         self.connected = False
         self.notices = 0
         self._down(initial=True)
@@ -102,12 +105,13 @@ class ShredFollower:
             ]
 
     async def aclose(self) -> None:
-        """Stop following; the caches are left as they are (the client's `aclose` clears them)."""
-        for task in self._tasks:
+        """Stop following; the caches are left as they are (the client's `aclose` clears them). Never
+        waits long: a read stuck in the network must not hold up a shutdown."""
+        tasks = [*self._tasks, *self._abandoned]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         self._tasks = []
 
     async def _sweep_forever(self) -> None:
@@ -119,28 +123,50 @@ class ShredFollower:
     async def _follow_forever(self) -> None:
         delay = 0.1
         while True:
+            self._attempt += 1
+            self._heard_at = self._clock()
+            attempt = asyncio.create_task(self.follow_once(self._attempt))
             try:
-                await self.follow_once()
-            except (StreamDown, httpx.HTTPError) as exc:
-                if self.connected:
-                    log.warning(
-                        "shred stream down (%s): cached keys dropped, short TTLs until it is back", exc
-                    )
-            except Exception as exc:  # noqa: BLE001 - whatever broke, following must go on (fail safe)
-                log.error(
-                    "shred stream failed (%s): cached keys dropped, short TTLs until it is back",
-                    type(exc).__name__,
-                )
+                why = await self._watch(attempt)
+            except asyncio.CancelledError:
+                attempt.cancel()
+                raise
+            if self.connected:
+                log.warning("shred stream down (%s): cached keys dropped, short TTLs until it is back", why)
             # Back off while the stream stays away; after it was up, the first retry comes soon again.
             delay = 0.1 if self.connected else min(_BACKOFF_MAX_S, delay * 2)
             self._down()
             await asyncio.sleep(random.uniform(delay / 2, delay))
 
-    async def follow_once(self) -> None:
-        """Open the stream and apply its events until it ends.
+    async def _watch(self, attempt: asyncio.Task[None]) -> str:
+        """Wait for one connection attempt to end, or for the stream to fall silent; say why it ended.
+
+        Silence is judged here, not by a timeout around the read: the caches are dropped as soon as the
+        stream is silent for `SILENCE_S`, whether or not the stuck read gives way to its cancellation.
+        """
+        while True:
+            done, _ = await asyncio.wait({attempt}, timeout=_WATCH_S)
+            if done:
+                if attempt.cancelled():
+                    return "cancelled"
+                failure = attempt.exception()
+                if isinstance(failure, StreamDown | httpx.HTTPError):
+                    return str(failure) or type(failure).__name__
+                log.error("shred stream failed (%s)", type(failure).__name__)
+                return type(failure).__name__
+            if self._clock() - self._heard_at > SILENCE_S:
+                self._down()
+                attempt.cancel()
+                self._abandoned.add(attempt)
+                attempt.add_done_callback(self._abandoned.discard)
+                return f"silent for {SILENCE_S} s"
+
+    async def follow_once(self, attempt: int = 0) -> None:
+        """Open the stream and apply its events until it ends (events of an attempt the watchdog gave up
+        on are ignored).
 
         Raises:
-            StreamDown: refused, silent for `SILENCE_S`, or ended.
+            StreamDown: refused, or ended.
             httpx.HTTPError: the connection failed.
         """
         headers = {"Accept": "text/event-stream"}
@@ -150,8 +176,9 @@ class ShredFollower:
             if response.status_code != 200:
                 await response.aread()
                 raise StreamDown(f"refused with HTTP {response.status_code}")
-            async for event in self._events(response):
-                self._apply(event)
+            async for event in self._events(response, attempt):
+                if attempt == self._attempt:
+                    self._apply(event)
         raise StreamDown("the key service ended the stream")
 
     def _apply(self, event: _Event) -> None:
@@ -170,16 +197,11 @@ class ShredFollower:
         if event.event_id is not None:
             self._last_id = event.event_id
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[_Event]:
-        lines = response.aiter_lines()
+    async def _events(self, response: httpx.Response, attempt: int) -> AsyncIterator[_Event]:
         event = _Event()
-        while True:
-            try:
-                line = await asyncio.wait_for(anext(lines), SILENCE_S)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise StreamDown(f"silent for {SILENCE_S} s") from None
+        async for line in response.aiter_lines():
+            if attempt == self._attempt:
+                self._heard_at = self._clock()
             if not line:
                 if event.data or event.name != "message":
                     yield event

@@ -190,3 +190,36 @@ async def test_a_follower_that_breaks_drops_everything_and_goes_on(
         await _until(lambda: heard == ["b-one", "b-one", "b-two"], timeout_s=1.0)
     finally:
         await follower.aclose()
+
+
+async def test_a_stream_that_falls_silent_is_given_up_within_a_second(creds: Credentials) -> None:
+    """A key service (or a network) that stops sending without closing: the read never ends, yet the
+    caches are dropped within `SILENCE_S` and closing the follower does not hang."""
+
+    async def silent_after_ready(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        event = b"event: ready\nid: 1-0\ndata: {}\n\n"
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await asyncio.sleep(3600)  # and then nothing, ever
+
+    server = await asyncio.start_server(silent_after_ready, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = KeyServiceClient(f"http://127.0.0.1:{port}", "encryptor", creds.keys["encryptor"])
+    follower = ShredFollower(client)
+    follower.start()
+    try:
+        await _until(lambda: follower.connected)
+        client.current_key_cache.put("quiet", DataKey("quiet", 1, b"k" * 32, expires_at=None))
+        elapsed = await _until(lambda: len(client.current_key_cache) == 0, timeout_s=3.0)
+        assert elapsed < 1.0
+        assert not follower.connected
+    finally:
+        started = time.monotonic()
+        await follower.aclose()
+        assert time.monotonic() - started < 3.0
+        await client.aclose()
+        server.close()
