@@ -3,15 +3,21 @@
 Every refusal of the key service that is not about a user (bad credentials, scope, network, the service
 being away) is an infrastructure problem an operator fixes; until then the encryptor keeps the events
 on the queue and retries. Only a shredded user's events are dead-lettered.
+
+While the encryptor runs, `following_shreds` keeps the client's key cache honest: a shredded user's keys
+are dropped within a second of the shred (contract §6), so that user's later events are refused by the key
+service and dead-lettered `user_shredded`, never sealed with a key the cache still held.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 from consumers import metrics
 from keyservice.client import EncryptKeys, KeyServiceClient
+from keyservice.client.shreds import ShredFollower
 from keyservice.wire.errors import KeyServiceError
 from keyservice.wire.models import MissingReason
 
@@ -64,3 +70,14 @@ class KeyServiceSource:
         finally:
             metrics.KEY_CACHE_HITS.inc(cache.hits - hits)
             metrics.KEY_CACHE_MISSES.inc(cache.misses - misses)
+
+
+@asynccontextmanager
+async def following_shreds(client: KeyServiceClient) -> AsyncIterator[ShredFollower]:
+    """Follow the key service's shred notices (and sweep expired keys) for as long as the block runs."""
+    follower = ShredFollower(client, on_shred=lambda _user: metrics.SHREDS_FOLLOWED.inc())
+    follower.start()
+    try:
+        yield follower
+    finally:
+        await follower.aclose()

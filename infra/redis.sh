@@ -3,6 +3,8 @@
 #
 # Data keys rest here (wrapped), so the store must be durable: appendonly yes, appendfsync always — a key
 # is used to seal data as soon as Redis answered, so it must be on disk by then (docs/reliability.md).
+# And erasure must hold on disk (contract §6): no RDB snapshots (`save ""`), whose dump.rdb would keep a
+# shredded user's wrapped keys; the key service rewrites the AOF after every shred instead.
 # The key service refuses a store without AOF; so does `up` when it finds someone else's Redis.
 set -euo pipefail
 # shellcheck source=infra/lib.sh
@@ -51,7 +53,7 @@ cmd_up() {
     # Arguments rather than a config file: the whole configuration is visible in `ps` and here.
     redis-server --bind "$PS_HOST" --port "$PORT" --protected-mode yes \
         --daemonize yes --pidfile "$PIDFILE" --logfile "$LOG" --dir "$DIR" \
-        --appendonly yes --appendfsync always \
+        --appendonly yes --appendfsync always --save "" \
         >>"$PS_LOG_DIR/redis-startup.log" 2>&1 </dev/null ||
         die "redis-server refused to start — see $LOG"
     ps_wait_ready "$NAME" "$PIDFILE" "$LOG" ready

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from keyservice.auth import RequestFacts, VerifiedCaller
 from keyservice.openapi import openapi_document
 from keyservice.service import KeyService
+from keyservice.shrednotices import stream_route
 from keyservice.transport_keys import TransportKeyService
 from keyservice.wire.errors import (
     KeyServiceError,
@@ -41,6 +42,7 @@ from keyservice.wire.models import (
     parse_rfc3339,
     parse_user_id,
 )
+from keyservice.wire.shreds import PATH as SHREDS_PATH
 from keyservice.wire.transport import parse_key_id, parse_open_request
 from pulseseal.bodies import BodyTimeout, BodyTooLarge, read_limited
 
@@ -255,6 +257,11 @@ def create_app(service: KeyService) -> Starlette:
             "/v1/transport/keys/{key_id}",
             endpoint("transport_retire", "keys:admin", transport_retire),
             methods=["DELETE"],
+        ),
+        Route(
+            SHREDS_PATH,
+            stream_route(service.erasure.notices, service.authenticate, service.refuse, problem),
+            methods=["GET"],
         ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

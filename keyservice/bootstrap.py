@@ -1,9 +1,11 @@
 """Starting the key service: load and check everything it needs, or refuse with one clear line.
 
 It refuses to start without a master key, with a master key that does not match the store, during an
-unfinished master-key rewrap, on a Redis without AOF (unless volatile was explicitly allowed), with a
-callers file or signing key it cannot load, or with a shred ledger that does not verify. Before serving,
-it re-applies the shred ledger to the store.
+unfinished master-key rewrap, on a Redis without AOF (unless volatile was explicitly allowed), on a Redis
+whose RDB snapshots it can neither rule out nor switch off, with a callers file or signing key it cannot
+load, or with a shred ledger that does not verify. Before serving, it imports an old per-process ledger
+file into the ledger in the key store (once), re-applies the shred ledger to the store, and starts the
+backup-key sweep.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator
 from keyservice.callers import CallerRegistry
 from keyservice.client.tokens import load_private_key
-from keyservice.ledger import LedgerEntry, ShredLedger, summarize
+from keyservice.compaction import check_no_snapshots
+from keyservice.erasure import DEFAULT_RETENTION_DAYS, Erasure
+from keyservice.ledger import ShredLedger, summarize
+from keyservice.legacyledger import import_legacy_file
 from keyservice.metrics import KeyServiceMetrics
 from keyservice.replay import RedisReplayGuard
 from keyservice.service import KeyService
@@ -42,9 +47,10 @@ class ServiceOptions:
     master: MasterKey
     callers_file: Path
     signing_key_file: Path
-    ledger_file: Path
+    ledger_file: Path  # an old per-process ledger file, imported into the key store's ledger at start
     key_ttl_s: int
     allow_volatile: bool
+    backup_retention_days: int = DEFAULT_RETENTION_DAYS
 
 
 def load_master_key(settings: Settings) -> MasterKey:
@@ -73,12 +79,25 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
         ledger_file=settings.shred_ledger_file or settings.home_dir / "keyservice" / "shred-ledger.ndjson",
         key_ttl_s=settings.key_ttl_s,
         allow_volatile=allow_volatile,
+        backup_retention_days=settings.backup_retention_days,
     )
 
 
-def connect_redis(url: str) -> Redis:
-    """A client of the key-store Redis with the timeouts the service uses."""
-    return Redis.from_url(url, decode_responses=False, socket_timeout=5, socket_connect_timeout=3)
+def connect_redis(url: str, *, max_connections: int = 128) -> Redis:
+    """A client of the key-store Redis with the timeouts the service uses.
+
+    Requests beyond `max_connections` wait for a connection (up to 5 s) instead of failing: a burst of
+    1000 shreds or key requests must queue, not answer 503.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=5,
+        decode_responses=False,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+    )
+    return Redis.from_pool(pool)
 
 
 async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | None = None) -> KeyService:
@@ -92,14 +111,9 @@ async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | 
         signing_key = load_private_key(options.signing_key_file)
     except KeyServiceError as exc:
         raise StartupRefused(f"receipt signing key: {exc.detail}") from None
-    ledger = ShredLedger(options.ledger_file, signing_key)
-    try:
-        entries = ledger.load()
-    except KeyServiceError as exc:
-        raise StartupRefused(exc.detail) from None
     redis = connect_redis(options.redis_url)
     try:
-        return await _open(options, redis, registry, signing_key, ledger, entries, metrics)
+        return await _open(options, redis, registry, signing_key, metrics)
     except BaseException:
         await redis.aclose()
         raise
@@ -110,8 +124,6 @@ async def _open(
     redis: Redis,
     registry: CallerRegistry,
     signing_key: Ed25519PrivateKey,
-    ledger: ShredLedger,
-    entries: list[LedgerEntry],
     metrics: KeyServiceMetrics | None,
 ) -> KeyService:
     where = redact_url(options.redis_url)
@@ -123,6 +135,20 @@ async def _open(
             "or set PULSESEAL_KEYSTORE_REDIS_URL"
         ) from None
     store = KeyStore(redis, options.master, prefix=options.prefix)
+    ledger = ShredLedger(redis, options.prefix, signing_key)
+    try:
+        imported = await import_legacy_file(ledger, options.ledger_file, signing_key)
+        entries = await ledger.load()
+    except KeyServiceError as exc:
+        raise StartupRefused(exc.detail) from None
+    if imported:
+        log.warning(
+            "imported %d entries of the old shred ledger file %s into the key store's ledger; the file is no "
+            "longer used",
+            imported,
+            options.ledger_file,
+        )
+    await check_no_snapshots(redis, where)
     try:
         durable = await store.durability()
         if not durable and not options.allow_volatile:
@@ -158,6 +184,14 @@ async def _open(
     log.info(
         "key store %s ready (master key %s, %d callers)", where, options.master.key_id_hex, len(registry)
     )
+    # Each shred stream holds a connection blocked in XREAD: they get a pool of their own.
+    erasure = Erasure.for_store(
+        redis,
+        store,
+        retention_days=options.backup_retention_days,
+        stream_redis=connect_redis(options.redis_url, max_connections=10_000),
+    )
+    erasure.start()
     return KeyService(
         redis=redis,
         store=store,
@@ -169,4 +203,5 @@ async def _open(
         key_ttl_s=options.key_ttl_s,
         require_durable=not options.allow_volatile,
         guard=ShredGuard(ledger, entries),
+        erasure=erasure,
     )

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator, RequestFacts, VerifiedCaller
+from keyservice.erasure import Erasure
 from keyservice.ledger import LedgerEntry, ShredLedger
 from keyservice.metrics import KeyServiceMetrics
 from keyservice.receipts import sign_receipt
@@ -62,6 +63,7 @@ class KeyService:
         key_ttl_s: int,
         require_durable: bool,
         guard: ShredGuard | None = None,
+        erasure: Erasure | None = None,
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.redis = redis
@@ -73,7 +75,9 @@ class KeyService:
         self.metrics = metrics
         self.key_ttl_s = key_ttl_s
         self.require_durable = require_durable
-        self.guard = guard if guard is not None else ShredGuard(ledger, ledger.load())
+        self.guard = guard if guard is not None else ShredGuard(ledger)
+        # What makes a shred hold beyond Redis's memory (disk, caches, backups): contract §6.
+        self.erasure = erasure if erasure is not None else Erasure.for_store(redis, store, now=now)
         self._now = now
 
     async def authenticate(self, facts: RequestFacts, scope: str) -> VerifiedCaller:
@@ -199,7 +203,7 @@ class KeyService:
         # The ledger is asked before and after the store: a user it says is shredded is refused without
         # touching the store, and a key the store offers that the ledger says was destroyed (a store
         # restored behind the service's back) makes the service re-apply the ledger and ask again.
-        self.guard.refresh()
+        await self.guard.refresh()
         refused = [u for u in user_ids if self.guard.shredded(u)]
         asked = [u for u in user_ids if not self.guard.shredded(u)]
         keys, shredded = await self.store.current_keys(asked)
@@ -213,7 +217,7 @@ class KeyService:
         return keys, sorted({*refused, *shredded}, key=order.__getitem__)
 
     async def _keys_at(self, refs: list[tuple[str, int]]) -> VersionLookup:
-        self.guard.refresh()
+        await self.guard.refresh()
         lookup = await self.store.keys_at(refs)
         stale = {k.user_id for k in lookup.found if self.guard.forbids(k.user_id, k.version)}
         if stale:
@@ -293,7 +297,10 @@ class KeyService:
         )
         await self.ledger.append(entry)
         self.guard.note(entry)
-        receipt = sign_receipt(self.signing_key, user_id, shredded.versions, at)
+        unreadable_after = await self.erasure.after_shred(user_id, at)
+        receipt = sign_receipt(
+            self.signing_key, user_id, shredded.versions, at, backups_unreadable_after=unreadable_after
+        )
         await self.audit.append_many(
             [
                 self._record(
@@ -402,7 +409,8 @@ class KeyService:
         return ready, {"status": "ok" if ready else "unavailable", "durable": durable}
 
     async def close(self) -> None:
-        """Close the Redis connections."""
+        """Stop the background sweeps and close the Redis connections."""
+        await self.erasure.close()
         await self.redis.aclose()
 
 

@@ -56,7 +56,16 @@ class Settings(BaseSettings):
     )
     shred_ledger_file: Path | None = Field(
         None,
-        description="Signed shred ledger, kept apart from the keys (default `HOME/keyservice/shred-ledger.ndjson`).",
+        description=(
+            "Old per-process shred ledger file, imported once into the ledger in the key store at start "
+            "(default `HOME/keyservice/shred-ledger.ndjson`)."
+        ),
+    )
+    backup_retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="A `pulseseal keys backup` file is restorable this long; then its backup key is destroyed.",
     )
 
     # --- callers of the key service ---

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,21 @@ def wait_healthy(component: Component, url: str, timeout_s: float = 30.0) -> Non
         component.child.wait_ready(url, timeout_s)
     except StartFailed as exc:
         raise AssertionError(f"{exc}:\n{component.log()}") from None
+
+
+def wait_logged(component: Component, text: str, timeout_s: float = 30.0) -> None:
+    """Wait until the component's log contains `text` (for events that have no endpoint, such as an
+    encryptor starting to follow shred notices; readiness itself is `/readyz`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in component.log():
+            return
+        if component.process.poll() is not None:
+            raise AssertionError(
+                f"{component.name} exited ({component.process.returncode}):\n{component.log()}"
+            )
+        time.sleep(0.1)
+    raise AssertionError(f"{component.name} never logged {text!r}:\n{component.log()}")
 
 
 def services(action: str, *names: str) -> None:

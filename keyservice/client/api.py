@@ -17,6 +17,7 @@ import asyncio
 import json
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +60,8 @@ from pulseseal.retry import Backoff, retry, retry_after_s
 from pulseseal.settings import Settings
 from schemas.rfc3339 import format_rfc3339 as rfc3339
 
+# A shred is answered after an AOF rewrite of the whole key store (contract §6): ~4 s at 1M users.
+SHRED_TIMEOUT_S = 120.0
 _TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 _BY_STATUS: dict[int, type[KeyServiceError]] = {
     401: TokenRejected,
@@ -169,6 +172,24 @@ class KeyServiceClient:
     def current_key_cache(self) -> KeyCache[str]:
         """The cache of current keys (its `hits`/`misses` feed the encryptor's metrics)."""
         return self._current.cache
+
+    @property
+    def caches(self) -> tuple[KeyCache[str], KeyCache[tuple[str, int]]]:
+        """Both key caches (current keys; keys by version), for the shred follower (client/shreds.py)."""
+        return self._current.cache, self._versions.cache
+
+    def stream(
+        self, path: str, scope: str, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """An open `GET` of a streaming endpoint (the shred stream), with a fresh token; no retries, and no
+        read timeout (the stream is held open; its reader watches for silence itself)."""
+        token = mint_token(self._key, self.caller_id, method="GET", path=path, body=b"", scope=scope)
+        return self._http.stream(
+            "GET",
+            path,
+            headers={**headers, "Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(self._http.timeout.connect, read=None),
+        )
 
     async def aclose(self) -> None:
         """Close connections and forget every cached key."""
@@ -322,9 +343,15 @@ class KeyServiceClient:
         return parse_answer(VersionAnswer, answer).version
 
     async def shred(self, user_id: str) -> ReceiptAnswer:
-        """Destroy every key version of the user; returns the signed erasure receipt."""
+        """Destroy every key version of the user; returns the signed erasure receipt.
+
+        The answer waits until the key store's files no longer hold the keys (an AOF rewrite: seconds on
+        a store of millions of users), so this request may take up to `SHRED_TIMEOUT_S`.
+        """
         self._current.cache.discard(user_id)
-        answer = await self._request("DELETE", f"/v1/users/{user_id}", "keys:admin", None)
+        answer = await self._request(
+            "DELETE", f"/v1/users/{user_id}", "keys:admin", None, timeout_s=SHRED_TIMEOUT_S
+        )
         return parse_answer(ReceiptAnswer, answer)
 
     async def reinstate(self, user_id: str) -> int:
@@ -384,6 +411,7 @@ class KeyServiceClient:
         *,
         idempotent: bool = True,
         params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> bytes:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if body else {}
@@ -398,6 +426,7 @@ class KeyServiceClient:
                     path,
                     content=body,
                     params=params,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s,
                     headers={**headers, "Authorization": f"Bearer {token}"},
                 )
             except httpx.TransportError as exc:

@@ -199,6 +199,7 @@ class ReceiptAnswer(_Answer):
     user_id: UserId
     versions_destroyed: list[int]
     destroyed_at: str
+    backups_unreadable_after: str
     signature: str
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from consumers.encryptor import Encryptor, tune_garbage_collector
-from consumers.keys import KeyServiceSource
+from consumers.keys import KeyServiceSource, following_shreds
 from consumers.readiness import Readiness, start_status_server
 from consumers.transit import TransportGate
 from keyservice.client import KeyServiceClient
@@ -78,7 +78,8 @@ async def _run(settings: Settings, client: KeyServiceClient, readiness: Readines
     )
     tune_garbage_collector()
     try:
-        await encryptor.app.run()
+        async with following_shreds(client):
+            await encryptor.app.run()
     finally:
         await client.aclose()
         await sealer.aclose()

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import socket
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ import uvicorn
 from keyservice.app import create_app
 from keyservice.bootstrap import open_service, options_from_settings
 from keyservice.client.transport import check_server_transport
+from keyservice.service import KeyService
 from keyservice.wire.errors import KeyServiceError
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings
@@ -48,6 +50,19 @@ def run(
             log_level.lower(),
         )
     )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, telling the service when it is asked to stop: a held-open shred stream would otherwise keep
+    a graceful shutdown waiting for ever; told, each stream ends within a heartbeat."""
+
+    def __init__(self, config: uvicorn.Config, service: KeyService) -> None:
+        super().__init__(config)
+        self._service = service
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._service.erasure.notices.closing = True
+        super().handle_exit(sig, frame)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -95,6 +110,6 @@ async def _serve(settings: Settings, host: str, port: int, allow_volatile: bool,
         gc.freeze()
         scheme = "https" if cert else "http"
         log.info("key service listening on %s://%s:%d", scheme, host, port)
-        await uvicorn.Server(config).serve(sockets=[sock])
+        await _Server(config, service).serve(sockets=[sock])
     finally:
         await service.close()

@@ -29,7 +29,7 @@ from schemas import canonical_json, validate_event
 from shell import synthetic
 from shell.cli import services as services_cmd
 from shell.cli.errors import CliError
-from shell.demo import show
+from shell.demo import erasure, show
 from shell.demo.traffic import read_secret, requests_for, send
 from shell.processes import Child, StartFailed, run, spawn, spawn_encryptor, stop_all
 
@@ -161,12 +161,15 @@ async def _main(settings: Settings, options: DemoOptions, run_id: str, console: 
             raise CliError("the replay differs from what was sent")
 
         show.step(console, 7, f"Crypto-shredding {victim}", f"pulseseal keys shred --user-id {victim} --yes")
+        disk = await erasure.before_shred(settings, victim)
         shred = _pulseseal("keys", "shred", "--user-id", victim, "--yes")
         show.command_output(console, shred)
         if shred.returncode != 0:
             raise CliError("shredding failed; see the output above")
         after = _replay(victim, "demo: verify erasure", console)
         show.after_shred(console, after, victim)
+        if not erasure.after_shred(console, disk):
+            raise CliError("a shredded key is still in the key store's files")
     finally:
         await client.close()
 

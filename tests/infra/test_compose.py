@@ -70,3 +70,10 @@ def test_keystore_redis_is_durable() -> None:
     assert value("--appendonly") == "yes"
     assert value("--appendfsync") in {"everysec", "always"}
     assert value("--port") == "6380"
+
+
+def test_keystore_redis_takes_no_snapshots() -> None:
+    """A `dump.rdb` would keep shredded keys (contract §6)."""
+    command = _compose_config()["services"]["keystore-redis"]["command"]
+    args = list(command)
+    assert args[args.index("--save") + 1] == ""

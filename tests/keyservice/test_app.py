@@ -168,7 +168,13 @@ async def test_shred_refuses_the_user_until_reinstated(
     shred = await send(http, creds, "admin", "DELETE", "/v1/users/erin")
     assert shred.status_code == 200
     receipt = shred.json()
-    assert set(receipt) == {"user_id", "versions_destroyed", "destroyed_at", "signature"}
+    assert set(receipt) == {
+        "user_id",
+        "versions_destroyed",
+        "destroyed_at",
+        "backups_unreadable_after",
+        "signature",
+    }
     assert (receipt["user_id"], receipt["versions_destroyed"]) == ("erin", [1, 2])
 
     enc = await send(http, creds, "encryptor", "POST", ENCRYPT, {"user_ids": ["erin", "frank"]})

@@ -17,6 +17,7 @@ import pytest
 
 from producers.importer.checkpoint import checkpoint_path
 from producers.importer.rejects import rejects_path
+from shell.processes import free_port
 from tests.factories import valid_event
 from tests.producers.helpers import (
     PULSESEAL,
@@ -24,7 +25,6 @@ from tests.producers.helpers import (
     dead_url,
     drain,
     event_ids,
-    free_port,
     one_line,
     run_cli,
 )

@@ -60,6 +60,8 @@ def test_the_demo_runs_every_step_and_verifies_replay_and_shred(
     assert figures["refused"] == "0"
     assert "identical to what was sent ✓" in out
     assert "nothing can be opened any more ✓" in out
+    assert "1 of the user's 1 wrapped keys found" in out  # the search works ...
+    assert "none is left ✓" in out  # ... and after the shred finds nothing in the key store's files
     assert "Demo finished" in out
     assert "Stop them with pulseseal services down" in out  # one line, never split mid-command
     # The demo's own output stays within 80 columns.

@@ -18,6 +18,7 @@ from producers.gateway.auth import TokenVerifier
 from producers.gateway.service import EventIntake
 from producers.publisher import BrokerUnavailable, Publisher
 from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON
+from shell.processes import free_port
 from tests.factories import valid_event
 from tests.producers.helpers import (
     DELIVERY_LIMIT,
@@ -26,7 +27,6 @@ from tests.producers.helpers import (
     dead_url,
     drain,
     event_ids,
-    free_port,
     ndjson,
     token,
 )
