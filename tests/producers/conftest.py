@@ -19,7 +19,7 @@ from tests.transit import LocalSealer
 
 
 @pytest.fixture(scope="session")
-def amqp_url(amqp_url: str) -> Iterator[str]:
+def producers_amqp_url(amqp_url: str) -> Iterator[str]:
     """RabbitMQ on a virtual host of the producer tests' own, deleted at the end of the session.
 
     Tests use the contract's names; the vhost keeps other sessions (and the encryptor's tests) from
@@ -67,10 +67,10 @@ def keyservice(keystore_redis_url: str, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-async def broker(amqp_url: str) -> str:
+async def broker(producers_amqp_url: str) -> str:
     """The session vhost's URL, with `pulseseal.seal` and `pulseseal.dead` empty."""
-    await purge(amqp_url)
-    return amqp_url
+    await purge(producers_amqp_url)
+    return producers_amqp_url
 
 
 @pytest.fixture
