@@ -37,6 +37,7 @@ from consumers.deadletters import publish_dead_letters
 from consumers.messages import Decoded, decode_message, estimated_events
 from consumers.sealing import Backoff, KeySource, MessageResult, Sealer
 from pulseseal import mongo
+from pulseseal.ferretdb_sql import postgres_target
 from pulseseal.settings import Settings, redact_url
 from pulseseal.topology import SEAL_QUEUE, declare_topology
 
@@ -142,7 +143,10 @@ class Encryptor:
     async def prepare(self) -> None:
         """Wait for RabbitMQ and MongoDB, declare the topology and the index, start the flusher."""
         await self._until_ready("RabbitMQ", self._declare_topology)
-        await self._until_ready("MongoDB", lambda: mongo.ensure_indexes(self._collection))
+        postgresql = postgres_target(self._settings)
+        await self._until_ready(
+            "MongoDB", lambda: mongo.ensure_indexes(self._collection, postgresql=postgresql)
+        )
         self.batcher.start()
         log.info(
             "encryptor ready",

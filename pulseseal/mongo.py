@@ -1,4 +1,9 @@
-"""The MongoDB side shared by the encryptor (writes) and replay (reads): one collection, one index."""
+"""The MongoDB side shared by the encryptor (writes) and replay (reads): one collection, its indexes.
+
+On real MongoDB the `{user_id, occurred_at}` index serves replay. On FerretDB with PostgreSQL it cannot
+(FerretDB filters by JSONB containment, which B-trees do not serve), so `ensure_indexes` also makes GIN
+indexes in SQL (`pulseseal.ferretdb_sql`). Every caller that makes the collection calls `ensure_indexes`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
+
+from pulseseal.ferretdb_sql import PostgresTarget, ensure_gin_indexes
 
 SEALED_COLLECTION = "sealed_events"
 USER_TIME_INDEX = [("user_id", ASCENDING), ("occurred_at", ASCENDING)]
@@ -41,6 +48,25 @@ def sealed_events(
     return client[db].get_collection(SEALED_COLLECTION, write_concern=WRITE_CONCERNS[write_concern])
 
 
-async def ensure_indexes(collection: AsyncCollection[dict[str, Any]]) -> None:
-    """Create `{user_id: 1, occurred_at: 1}` if it is missing (idempotent)."""
+async def is_ferretdb(collection: AsyncCollection[dict[str, Any]]) -> bool:
+    """Whether the server is FerretDB (its `buildInfo` adds `ferretdbVersion`), not MongoDB."""
+    info = await collection.database.client.admin.command("buildInfo")
+    return "ferretdbVersion" in info
+
+
+async def ensure_indexes(
+    collection: AsyncCollection[dict[str, Any]], *, postgresql: PostgresTarget | None
+) -> None:
+    """Create `{user_id: 1, occurred_at: 1}` and, on FerretDB with PostgreSQL, the GIN indexes (idempotent).
+
+    Args:
+        collection: `sealed_events` (made by this call when it does not exist).
+        postgresql: FerretDB's PostgreSQL (`ferretdb_sql.postgres_target(settings)`), or None when
+            FerretDB runs on SQLite. Ignored when the server is MongoDB.
+
+    Raises:
+        StoreIndexError: FerretDB's PostgreSQL cannot be reached or the indexes cannot be made.
+    """
     await collection.create_index(USER_TIME_INDEX, name="user_id_occurred_at")
+    if postgresql is not None and await is_ferretdb(collection):
+        await ensure_gin_indexes(postgresql, collection.database.name, collection.name)
