@@ -106,8 +106,8 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
         Figure(
             "transport_open_share",
             "share of the CPU that the transport open takes",
-            open_s / cpu_s,
-            "x",
+            open_s / cpu_s * 100,
+            "%",
             note=f"{open_s / messages * 1e6:,.0f} µs per 1000-event message",
         )
     )
