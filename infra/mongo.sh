@@ -89,16 +89,16 @@ cmd_down() {
 }
 
 cmd_status() {
-    local pid="" what rc=0
-    if [ "$BACKEND" = postgresql ]; then
-        bash "$PS_INFRA_DIR/postgres.sh" status || rc=1
-        [ "$rc" -eq 0 ] || return 1
-    fi
+    local pid="" what rc=0 behind=0
     pid="$(ps_pid_alive "$PIDFILE")" || pid=""
+    # Our FerretDB is only as ready as the PostgreSQL behind it (a foreign server has its own).
+    if [ -n "$pid" ] && [ "$BACKEND" = postgresql ]; then
+        bash "$PS_INFRA_DIR/postgres.sh" status || behind=1
+    fi
     what="$(ps_probe mongo "$PORT" 2>&1)" || rc=$?
-    if [ "$rc" -eq 0 ] && [ -n "$pid" ]; then
+    if [ "$rc" -eq 0 ] && [ -n "$pid" ] && [ "$behind" -eq 0 ]; then
         ps_status_line "$NAME" "ready" "$PORT" "$pid" "$DIR ($BACKEND)"
-    elif [ "$rc" -eq 0 ]; then
+    elif [ "$rc" -eq 0 ] && [ -z "$pid" ]; then
         ps_status_line "$NAME" "ready (not ours)" "$PORT" "" "$what"
     else
         ps_status_line "$NAME" "${pid:+running, }not ready" "$PORT" "$pid" "$DIR"
