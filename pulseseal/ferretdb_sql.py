@@ -17,7 +17,7 @@ makes the collection's own index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
@@ -51,10 +51,30 @@ class PostgresUnreachable(StoreIndexError, ConnectionError):
 
 @dataclass(frozen=True)
 class PostgresTarget:
-    """Where FerretDB's PostgreSQL is and how to log in; the password never shows in `repr`."""
+    """Where FerretDB's PostgreSQL is and how to log in; the password never shows in `repr`.
+
+    The password is the URL's, or else the file's, read only when we connect: a store that turns out to
+    be MongoDB (no FerretDB, no PostgreSQL) never needs the file.
+    """
 
     url: str
-    password: str | None = field(default=None, repr=False)
+    password_file: Path | None = None
+
+    def password(self) -> str | None:
+        """The password to log in with (None: the URL's own, or none).
+
+        Raises:
+            StoreIndexError: The password file cannot be read.
+        """
+        if self.password_file is None or urlsplit(self.url).password:
+            return None
+        try:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise StoreIndexError(
+                f"cannot read the PostgreSQL password file {self.password_file} ({exc.strerror}) — run "
+                "`pulseseal services up` or set PULSESEAL_FERRETDB_POSTGRESQL_PASSWORD_FILE"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -68,31 +88,19 @@ class GinIndex:
 
 
 def postgres_target(settings: Settings) -> PostgresTarget | None:
-    """The PostgreSQL to index, or None when the local FerretDB runs on SQLite.
-
-    Raises:
-        StoreIndexError: The URL has no password and the password file cannot be read.
-    """
+    """The PostgreSQL to index, or None when the local FerretDB runs on SQLite."""
     if settings.ferretdb_backend != "postgresql":
         return None
-    url = settings.ferretdb_postgresql_url
-    if urlsplit(url).password:
-        return PostgresTarget(url)
-    path: Path = settings.credential(settings.ferretdb_postgresql_password_file, "postgres.password")
-    try:
-        password = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise StoreIndexError(
-            f"cannot read the PostgreSQL password file {path} ({exc.strerror}) — run `pulseseal services up` "
-            "or set PULSESEAL_FERRETDB_POSTGRESQL_PASSWORD_FILE"
-        ) from None
-    return PostgresTarget(url, password)
+    return PostgresTarget(
+        settings.ferretdb_postgresql_url,
+        settings.credential(settings.ferretdb_postgresql_password_file, "postgres.password"),
+    )
 
 
 async def _connect(target: PostgresTarget) -> psycopg.AsyncConnection[tuple[object, ...]]:
     try:
         return await psycopg.AsyncConnection.connect(
-            target.url, password=target.password, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            target.url, password=target.password(), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
         )
     except psycopg.OperationalError:
         # The driver's message can quote the connection string; name the place, not the secret.
@@ -185,7 +193,7 @@ async def ensure_gin_indexes(target: PostgresTarget, database: str, collection: 
                     sql.Identifier(database, _index_name(table, suffix)), sql.Literal(PENDING_LIST_KB)
                 )
             )
-        await _force_custom_plans(conn)
+        await force_custom_plans(conn)
         indexes = await _gin_indexes(conn, database, table)
     expected = {_index_name(table, suffix) for suffix in GIN_FIELDS.values()}
     good = {index.name for index in indexes if index.valid}
@@ -202,7 +210,7 @@ def _index_name(table: str, suffix: str) -> str:
     return f"{table[: 63 - len(suffix) - 1]}_{suffix}"
 
 
-async def _force_custom_plans(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+async def force_custom_plans(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
     """Make every FerretDB session plan with the values (see the module docstring); reset plans once."""
     row = await (await conn.execute("SELECT current_setting('plan_cache_mode')")).fetchone()
     if row is not None and row[0] == "force_custom_plan":

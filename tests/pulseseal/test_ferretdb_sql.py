@@ -11,15 +11,27 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from pulseseal import mongo
-from pulseseal.ferretdb_sql import GIN_FIELDS, PostgresTarget, StoreIndexError, gin_indexes
+from pulseseal.ferretdb_sql import (
+    FERRETDB_APPLICATION_NAME,
+    GIN_FIELDS,
+    PostgresTarget,
+    StoreIndexError,
+    force_custom_plans,
+    gin_indexes,
+    postgres_target,
+)
+from pulseseal.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +84,7 @@ def documents(start: int = 0) -> list[dict[str, Any]]:
 
 async def index_scans(target: PostgresTarget, schema: str, index: str) -> int:
     """How many times PostgreSQL has scanned `index` (pg_stat_user_indexes)."""
-    async with await psycopg.AsyncConnection.connect(target.url, password=target.password) as conn:
+    async with await psycopg.AsyncConnection.connect(target.url, password=target.password()) as conn:
         row = await (
             await conn.execute(
                 "SELECT idx_scan FROM pg_stat_user_indexes WHERE schemaname = %s AND indexrelname = %s",
@@ -153,3 +165,57 @@ async def test_indexes_come_back_when_the_collection_is_made_again(
         await gin_indexes(target, mongo_db, collection.name)
     await mongo.ensure_indexes(collection, postgresql=target)
     assert [index.valid for index in await gin_indexes(target, mongo_db, collection.name)] == [True, True]
+
+
+def test_the_password_file_is_read_only_when_connecting(tmp_path: Path) -> None:
+    assert postgres_target(Settings(ferretdb_backend="sqlite")) is None
+    missing = postgres_target(Settings(home=tmp_path))
+    assert missing is not None  # MongoDB users with the default backend never call password()
+    with pytest.raises(StoreIndexError, match="cannot read the PostgreSQL password file"):
+        missing.password()
+    (tmp_path / "pw").write_text("s3cret\n", encoding="utf-8")
+    given = postgres_target(Settings(ferretdb_postgresql_password_file=tmp_path / "pw"))
+    assert given is not None
+    assert given.password() == "s3cret"
+    assert "s3cret" not in repr(given)
+    in_url = postgres_target(Settings(ferretdb_postgresql_url="postgresql://u:p@127.0.0.1:5433/db"))
+    assert in_url is not None
+    assert in_url.password() is None  # the URL's own is used
+
+
+async def test_a_database_without_custom_plans_gets_them_and_ferretdb_sessions_are_reset(
+    target: PostgresTarget,
+) -> None:
+    """The plan reset for a PostgreSQL that is not ours (no force_custom_plan in its configuration)."""
+    name = f"pulseseal_plans_{uuid.uuid4().hex[:8]}"
+    admin = await psycopg.AsyncConnection.connect(target.url, password=target.password(), autocommit=True)
+    async with admin:
+        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            await admin.execute(
+                sql.SQL("ALTER DATABASE {} SET plan_cache_mode = auto").format(sql.Identifier(name))
+            )
+            scratch = urlsplit(target.url)._replace(path=f"/{name}").geturl()
+            # A FerretDB-like session that cached its plans under `auto`.
+            ferret = await psycopg.AsyncConnection.connect(
+                scratch,
+                password=target.password(),
+                autocommit=True,
+                application_name=FERRETDB_APPLICATION_NAME,
+            )
+            async with await psycopg.AsyncConnection.connect(
+                scratch, password=target.password(), autocommit=True
+            ) as conn:
+                await force_custom_plans(conn)
+            async with await psycopg.AsyncConnection.connect(
+                scratch, password=target.password(), autocommit=True
+            ) as fresh:
+                row = await (await fresh.execute("SHOW plan_cache_mode")).fetchone()
+            assert row == ("force_custom_plan",)
+            with pytest.raises(psycopg.OperationalError):  # terminated: its pool will open a new one
+                await ferret.execute("SELECT 1")
+            await ferret.close()
+        finally:
+            await admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
