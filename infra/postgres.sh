@@ -50,12 +50,31 @@ ensure_password() {
     (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$PASSWORD_FILE")
 }
 
+# ensure_reachable: as root, the cluster runs as `postgres`, which must be able to walk down to $DIR. A
+# home under a private directory (a `mktemp -d`, /root) blocks it; then each blocking directory above
+# $DIR gets one ACL entry letting that one user through (search only: it cannot list or read them).
+ensure_reachable() {
+    local path="" part
+    ps_is_root || return 0
+    runuser -u postgres -- test -x "$DIR" 2>/dev/null && return 0
+    command -v setfacl >/dev/null || ps_require_packages acl
+    IFS=/ read -ra parts <<<"${DIR#/}"
+    for part in "${parts[@]}"; do
+        path="$path/$part"
+        if ! runuser -u postgres -- test -x "$path" 2>/dev/null; then
+            setfacl -m u:postgres:x "$path" || die "$NAME: cannot let user postgres traverse $path — set PULSESEAL_HOME under a directory others may traverse"
+            say "$NAME: let user postgres traverse $path (ACL u:postgres:x), to reach $DIR"
+        fi
+    done
+    runuser -u postgres -- test -x "$DIR" ||
+        die "$NAME: user postgres cannot reach $DIR — set PULSESEAL_HOME under a directory others may traverse"
+}
+
 cluster_init() {
     local initlog="$PS_LOG_DIR/postgres-initdb.log"
     mkdir -p "$DIR"
     ps_is_root && chown postgres:postgres "$DIR"
-    as_owner test -x "$DIR" ||
-        die "$NAME: user postgres cannot reach $DIR — make every directory above it traversable (chmod o+x) or set PULSESEAL_HOME elsewhere"
+    ensure_reachable
     say "$NAME: creating the cluster in $DATA (log: $initlog)"
     # The password goes in through a file only the cluster's owner can read (never an argument, which
     # `ps` shows), removed as soon as initdb has hashed it.
@@ -86,6 +105,7 @@ EOF
 }
 
 start() {
+    ensure_reachable
     rm -f "$DATA/postmaster.pid"
     : >>"$LOG"
     ps_is_root && chown postgres:postgres "$LOG"

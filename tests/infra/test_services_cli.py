@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,24 +42,17 @@ def pulseseal(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 @pytest.fixture
-def spare_env() -> Iterator[dict[str, str]]:
-    """An environment for a second, private instance: its own home and ports. Stops it afterwards.
-
-    The home is a directory of its own in the temporary directory rather than pytest's `tmp_path`,
-    whose parent is private to us: as root, FerretDB's PostgreSQL runs as `postgres` and must reach it.
-    """
-    home = Path(tempfile.mkdtemp(prefix="pulseseal-services-test-"))
-    home.chmod(0o755)
+def spare_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment for a second, private instance: its own home and ports. Stops it afterwards."""
     env = {
         **os.environ,
-        "PULSESEAL_HOME": str(home / "home"),
+        "PULSESEAL_HOME": str(tmp_path / "home"),
         "PULSESEAL_FERRETDB_DEBUG_ADDR": f"127.0.0.1:{spare_amqp_port(random.Random())}",
         "PULSESEAL_POSTGRES_PORT": str(spare_amqp_port(random.Random())),
         **{variable: str(spare_amqp_port(random.Random())) for variable in PORT_VARIABLE.values()},
     }
     yield env
     pulseseal("services", "down", env=env)
-    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.mark.integration
