@@ -28,6 +28,7 @@ from bench.cpu import CpuMeter
 from bench.keyservice import RunningKeyService
 from bench.scratch import Scratch
 from bench.traffic import Message, Workload, publish
+from pulseseal.ferretdb_sql import child_env
 
 # Every scrape costs the encryptor CPU it would otherwise spend on the drain (a thread and a connection
 # per request in prometheus-client's server; 19 % of the encryptor's samples in a py-spy profile at
@@ -118,6 +119,7 @@ def encryptor_env(scratch: Scratch, database: str, service: RunningKeyService, h
         "PULSESEAL_MONGO_DB": database,
         "PULSESEAL_KEYSERVICE_URL": service.url,
         "PULSESEAL_CALLER_KEY_FILE": str(service.credentials_dir / "encryptor.pem"),
+        **child_env(scratch.postgresql),  # where the encryptor makes the store's GIN indexes
     }
 
 

@@ -97,6 +97,16 @@ def postgres_target(settings: Settings) -> PostgresTarget | None:
     )
 
 
+def child_env(target: PostgresTarget | None) -> dict[str, str]:
+    """The settings that let a child process with another `PULSESEAL_HOME` reach the same PostgreSQL."""
+    if target is None:
+        return {"PULSESEAL_FERRETDB_BACKEND": "sqlite"}
+    env = {"PULSESEAL_FERRETDB_BACKEND": "postgresql", "PULSESEAL_FERRETDB_POSTGRESQL_URL": target.url}
+    if target.password_file is not None:
+        env["PULSESEAL_FERRETDB_POSTGRESQL_PASSWORD_FILE"] = str(target.password_file)
+    return env
+
+
 async def _connect(target: PostgresTarget) -> psycopg.AsyncConnection[tuple[object, ...]]:
     try:
         return await psycopg.AsyncConnection.connect(

@@ -27,6 +27,7 @@ from pulseseal.ferretdb_sql import (
     GIN_FIELDS,
     PostgresTarget,
     StoreIndexError,
+    child_env,
     force_custom_plans,
     gin_indexes,
     postgres_target,
@@ -181,6 +182,10 @@ def test_the_password_file_is_read_only_when_connecting(tmp_path: Path) -> None:
     in_url = postgres_target(Settings(ferretdb_postgresql_url="postgresql://u:p@127.0.0.1:5433/db"))
     assert in_url is not None
     assert in_url.password() is None  # the URL's own is used
+    # A child process with a home of its own reaches the same PostgreSQL with the same password.
+    child = Settings(**{k.removeprefix("PULSESEAL_").lower(): v for k, v in child_env(given).items()})  # type: ignore[arg-type]
+    assert postgres_target(child) == given
+    assert child_env(None) == {"PULSESEAL_FERRETDB_BACKEND": "sqlite"}
 
 
 async def test_a_database_without_custom_plans_gets_them_and_ferretdb_sessions_are_reset(
