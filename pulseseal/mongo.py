@@ -12,7 +12,7 @@ from typing import Any
 from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 
-from pulseseal.ferretdb_sql import PostgresTarget, ensure_gin_indexes
+from pulseseal.ferretdb_sql import PostgresTarget, StoreIndexError, ensure_gin_indexes
 
 SEALED_COLLECTION = "sealed_events"
 USER_TIME_INDEX = [("user_id", ASCENDING), ("occurred_at", ASCENDING)]
@@ -48,10 +48,18 @@ def sealed_events(
     return client[db].get_collection(SEALED_COLLECTION, write_concern=WRITE_CONCERNS[write_concern])
 
 
-async def is_ferretdb(collection: AsyncCollection[dict[str, Any]]) -> bool:
-    """Whether the server is FerretDB (its `buildInfo` adds `ferretdbVersion`), not MongoDB."""
+async def ferretdb_backend(collection: AsyncCollection[dict[str, Any]]) -> str | None:
+    """`postgresql` or `sqlite` when the server is FerretDB (the collection must exist), None on MongoDB.
+
+    FerretDB adds `ferretdbVersion` to `buildInfo`; its `explain` hands back the backend's own plan: a
+    PostgreSQL plan tree (a document with `Node Type`) or SQLite's `EXPLAIN QUERY PLAN` lines (a list).
+    """
     info = await collection.database.client.admin.command("buildInfo")
-    return "ferretdbVersion" in info
+    if "ferretdbVersion" not in info:
+        return None
+    explained = await collection.database.command("explain", {"find": collection.name, "filter": {}})
+    plan = explained.get("queryPlanner", {}).get("Plan")
+    return "postgresql" if isinstance(plan, dict) and "Node Type" in plan else "sqlite"
 
 
 async def ensure_indexes(
@@ -62,11 +70,19 @@ async def ensure_indexes(
     Args:
         collection: `sealed_events` (made by this call when it does not exist).
         postgresql: FerretDB's PostgreSQL (`ferretdb_sql.postgres_target(settings)`), or None when
-            FerretDB runs on SQLite. Ignored when the server is MongoDB.
+            configured for SQLite. Used only when the server turns out to be FerretDB on PostgreSQL:
+            MongoDB and FerretDB on SQLite need nothing more.
 
     Raises:
-        StoreIndexError: FerretDB's PostgreSQL cannot be reached or the indexes cannot be made.
+        StoreIndexError: FerretDB runs on PostgreSQL and PulseSeal is set up for SQLite, or its
+            PostgreSQL cannot be reached (`PostgresUnreachable`), or the indexes cannot be made.
     """
     await collection.create_index(USER_TIME_INDEX, name="user_id_occurred_at")
-    if postgresql is not None and await is_ferretdb(collection):
-        await ensure_gin_indexes(postgresql, collection.database.name, collection.name)
+    if await ferretdb_backend(collection) != "postgresql":
+        return
+    if postgresql is None:
+        raise StoreIndexError(
+            "FerretDB runs on PostgreSQL but PULSESEAL_FERRETDB_BACKEND=sqlite: PulseSeal cannot make the "
+            "indexes replay needs — set PULSESEAL_FERRETDB_BACKEND=postgresql"
+        )
+    await ensure_gin_indexes(postgresql, collection.database.name, collection.name)

@@ -14,6 +14,7 @@ from consumers.keys import KeyServiceSource
 from keyservice.client import KeyServiceClient
 from keyservice.wire.errors import KeyServiceError
 from pulseseal import mongo
+from pulseseal.ferretdb_sql import StoreIndexError
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings
 from shell.cli.errors import CliError
@@ -43,7 +44,10 @@ def run(
         client = KeyServiceClient.from_settings(settings, "encryptor")
     except KeyServiceError as exc:
         raise CliError(f"{exc.detail}; run `pulseseal services up` to create dev credentials") from None
-    asyncio.run(_run(settings, client))
+    try:
+        asyncio.run(_run(settings, client))
+    except StoreIndexError as exc:  # one line naming what to do, never a secret
+        raise CliError(str(exc)) from None
 
 
 async def _run(settings: Settings, client: KeyServiceClient) -> None:

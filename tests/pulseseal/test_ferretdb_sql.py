@@ -224,3 +224,14 @@ async def test_a_database_without_custom_plans_gets_them_and_ferretdb_sessions_a
             await admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+async def test_the_backend_is_read_from_ferretdb_and_a_sqlite_setting_on_postgresql_is_refused(
+    client: AsyncMongoClient[dict[str, Any]], mongo_db: str, target: PostgresTarget
+) -> None:
+    collection = fresh(client, mongo_db)
+    await collection.insert_one({"_id": "one", "user_id": "u"})
+    assert await mongo.ferretdb_backend(collection) == "postgresql"
+    with pytest.raises(StoreIndexError, match="PULSESEAL_FERRETDB_BACKEND=sqlite"):
+        await mongo.ensure_indexes(collection, postgresql=None)
+    assert await gin_indexes(target, mongo_db, collection.name) == []
