@@ -91,7 +91,7 @@ async def raw_insert(scratch: Scratch, batches: Sequence[list[dict[str, Any]]], 
     """
     database = scratch.new_database()
     collection = mongo.sealed_events(scratch.mongo, database, write_concern="journaled")
-    await mongo.ensure_indexes(collection)
+    await mongo.ensure_indexes(collection, postgresql=scratch.postgresql)
     slots = asyncio.Semaphore(in_flight)
 
     async def insert(docs: list[dict[str, Any]]) -> None:

@@ -26,6 +26,7 @@ from bench.keyservice import RunningKeyService
 from bench.scratch import Scratch
 from bench.traffic import Message, Workload, publish
 from keyservice.client.transport_public import TransportSealer
+from pulseseal.ferretdb_sql import child_env
 from shell.processes import Child, StartFailed, spawn_encryptor
 
 # Every scrape costs the encryptor CPU it would otherwise spend on the drain (a thread and a connection
@@ -109,6 +110,7 @@ def encryptor_env(scratch: Scratch, database: str, service: RunningKeyService, h
         "PULSESEAL_MONGO_DB": database,
         "PULSESEAL_KEYSERVICE_URL": service.url,
         "PULSESEAL_CALLER_KEY_FILE": str(service.credentials_dir / "encryptor.pem"),
+        **child_env(scratch.postgresql),  # where the encryptor makes the store's GIN indexes
     }
 
 

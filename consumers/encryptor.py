@@ -39,6 +39,7 @@ from consumers.readiness import BROKER, CONSUMING, KEYSERVICE, STORE, Readiness,
 from consumers.sealing import MessageResult, Sealer
 from consumers.transit import TransportGate
 from pulseseal import mongo
+from pulseseal.ferretdb_sql import postgres_target
 from pulseseal.retry import Backoff, retry
 from pulseseal.settings import Settings, redact_url
 from pulseseal.topology import SEAL_QUEUE, declare_topology
@@ -170,7 +171,10 @@ class Encryptor:
     async def prepare(self) -> None:
         """Wait for RabbitMQ and MongoDB, declare the topology and the index, start the flusher."""
         await self._until_ready("RabbitMQ", self._declare_topology)
-        await self._until_ready("MongoDB", lambda: mongo.ensure_indexes(self._collection))
+        postgresql = postgres_target(self._settings)
+        await self._until_ready(
+            "MongoDB", lambda: mongo.ensure_indexes(self._collection, postgresql=postgresql)
+        )
         self.batcher.start()
         log.info(
             "encryptor ready",

@@ -24,6 +24,18 @@ class Settings(BaseSettings):
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
     mongo_url: str = Field("mongodb://127.0.0.1:27017/", description="MongoDB (or FerretDB) URL.")
     mongo_db: str = Field("pulseseal", description="Database holding `sealed_events`.")
+    ferretdb_backend: Literal["postgresql", "sqlite"] = Field(
+        "postgresql",
+        description="Where the local FerretDB stores: `postgresql` (indexed replay) or `sqlite` (one writer, no index used).",
+    )
+    ferretdb_postgresql_url: str = Field(
+        "postgresql://pulseseal@127.0.0.1:5433/ferretdb",
+        description="The PostgreSQL behind FerretDB, where PulseSeal adds the indexes FerretDB cannot make.",
+    )
+    ferretdb_postgresql_password_file: Path | None = Field(
+        None,
+        description="Its password, unless the URL has one (default `HOME/credentials/postgres.password`).",
+    )
     keystore_redis_url: str = Field(
         "redis://127.0.0.1:6380/0", description="The key service's own Redis (AOF on). Key service only."
     )

@@ -24,6 +24,7 @@ from keyservice.client.transport_keys import TransportKeyRing
 from keyservice.client.transport_public import TransportSealer
 from keyservice.wire.errors import KeyServiceError
 from pulseseal import mongo
+from pulseseal.ferretdb_sql import StoreIndexError
 from pulseseal.files import write_atomic
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings
@@ -66,7 +67,10 @@ def run(
         client = KeyServiceClient.from_settings(settings, "encryptor")
     except KeyServiceError as exc:
         raise CliError(f"{exc.detail}; run `pulseseal services up` to create dev credentials") from None
-    asyncio.run(_run(settings, client, readiness))
+    try:
+        asyncio.run(_run(settings, client, readiness))
+    except StoreIndexError as exc:  # one line naming what to do, never a secret
+        raise CliError(str(exc)) from None
 
 
 async def _run(settings: Settings, client: KeyServiceClient, readiness: Readiness) -> None:

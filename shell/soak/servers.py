@@ -57,6 +57,7 @@ class Servers:
     mongo_port: int
     ferret_debug_port: int
     log: Path
+    postgres_port: int = field(default_factory=free_port)
     started: set[str] = field(default_factory=set)
 
     @classmethod
@@ -82,6 +83,8 @@ class Servers:
                 "PULSESEAL_KEYSTORE_REDIS_PORT": str(self.redis_port),
                 "PULSESEAL_MONGO_PORT": str(self.mongo_port),
                 "PULSESEAL_FERRETDB_DEBUG_ADDR": f"127.0.0.1:{self.ferret_debug_port}",
+                "PULSESEAL_POSTGRES_PORT": str(self.postgres_port),
+                "PULSESEAL_FERRETDB_POSTGRESQL_URL": f"postgresql://pulseseal@127.0.0.1:{self.postgres_port}/ferretdb",
                 "PULSESEAL_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/",
                 "PULSESEAL_KEYSTORE_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
                 "PULSESEAL_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo_port}/",
@@ -173,14 +176,23 @@ class Servers:
     def data_places(self) -> dict[str, list[Path]]:
         """Where each server keeps its data on disk (for the plaintext hunt)."""
         return {
-            "mongodb_data": [self.home / "ferretdb" / "data", self.home / "ferretdb" / "state"],
+            "mongodb_data": [
+                self.home / "ferretdb" / "data",
+                self.home / "ferretdb" / "state",
+                self.home / "postgres" / "data",  # FerretDB's PostgreSQL backend (the default)
+            ],
             "keystore_redis": [self.home / "keystore-redis"],
             "rabbitmq_data": [self.home / "rabbitmq" / "mnesia"],
         }
 
     def log_places(self) -> list[Path]:
         """The servers' own logs."""
-        return [self.home / "logs", self.home / "rabbitmq" / "log", self.home / "ferretdb" / "ferretdb.log"]
+        return [
+            self.home / "logs",
+            self.home / "rabbitmq" / "log",
+            self.home / "ferretdb" / "ferretdb.log",
+            self.home / "postgres" / "postgres.log",
+        ]
 
     @property
     def infra(self) -> Path:

@@ -16,7 +16,7 @@ import pytest
 
 from shell.processes import run
 
-ALL = ["seal", "keyservice", "e2e", "scaleout", "producers"]
+ALL = ["seal", "keyservice", "e2e", "scaleout", "producers", "replay", "encryptor_core"]
 # A figure of each scenario that the quick run must measure (the targets' figures are checked apart).
 EXPECTED = {
     "seal": (
@@ -46,6 +46,8 @@ EXPECTED = {
     ),
     "scaleout": ("drain_1_events_per_s", "drain_2_events_per_s", "speedup", "peak_rss_2_mb"),
     "producers": ("gateway_p99_ms", "importer_events_per_s"),
+    "replay": ("replay_small_s", "replay_large_s", "id_find_small_ms", "id_find_large_ms", "replay_growth"),
+    "encryptor_core": ("events_per_core_s", "transport_open_share", "events_per_wall_s", "cpu_us_per_event"),
 }
 
 
@@ -60,7 +62,7 @@ def test_a_quick_run_measures_every_scenario_and_judges_every_target(
     tmp_path: Path, mongo_url: str, keystore_redis_url: str
 ) -> None:
     out = tmp_path / "bench.json"
-    result = pulseseal("bench", "--quick", "--json", str(out), timeout=240)
+    result = pulseseal("bench", "--quick", "--json", str(out), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     assert data["version"] == 1
@@ -82,7 +84,7 @@ def test_a_quick_run_measures_every_scenario_and_judges_every_target(
         for name in figures:
             assert (scenario_id, name) in names
     verdicts = {t["figure"]: t["verdict"] for t in data["targets"]}
-    assert len(verdicts) == 9
+    assert len(verdicts) == 11
     # Every target is judged on a measured figure; whether it is met is for the full run to say.
     assert set(verdicts.values()) <= {"met", "not met"}, verdicts
     # The tables went to stdout; progress to stderr.
@@ -94,7 +96,8 @@ def test_an_unknown_scenario_is_one_line_and_exit_2() -> None:
     result = pulseseal("bench", "--scenario", "nope")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "pulseseal: unknown scenario 'nope': choose from seal, keyservice, e2e, scaleout, producers"
+        "pulseseal: unknown scenario 'nope': choose from seal, keyservice, e2e, scaleout, producers, replay, "
+        "encryptor_core"
     ]
 
 

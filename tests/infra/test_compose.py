@@ -46,10 +46,25 @@ def _published(service: dict[str, Any]) -> set[tuple[str, int, int]]:
 def test_three_servers_on_the_local_ports_and_loopback_only() -> None:
     services = _compose_config()["services"]
 
-    assert set(services) == {"rabbitmq", "keystore-redis", "mongo"}
+    assert set(services) == {"rabbitmq", "keystore-redis", "mongo", "mongo-2", "mongo-3", "mongo-init"}
     assert _published(services["rabbitmq"]) == {("127.0.0.1", 5672, 5672)}
     assert _published(services["keystore-redis"]) == {("127.0.0.1", 6380, 6380)}
-    assert _published(services["mongo"]) == {("127.0.0.1", 27017, 27017)}
+
+
+def test_mongodb_is_a_three_member_replica_set_on_loopback() -> None:
+    services = _compose_config()["services"]
+    members = {"mongo": "27017", "mongo-2": "27018", "mongo-3": "27019"}
+
+    for name, port in members.items():
+        command = services[name]["command"]
+        assert services[name]["network_mode"] == "host"
+        assert command[command.index("--replSet") + 1] == "rs0"
+        assert command[command.index("--bind_ip") + 1] == "127.0.0.1"
+        assert command[command.index("--port") + 1] == port
+    initiate = " ".join(services["mongo-init"]["command"])
+    for port in members.values():
+        assert f'host: "127.0.0.1:{port}"' in initiate
+    assert set(services["mongo-init"]["depends_on"]) == set(members)
 
 
 def test_images_are_the_documented_ones() -> None:

@@ -26,6 +26,7 @@ from keyservice.client import KeyServiceClient
 from keyservice.wire.audit import AuditRecord
 from pulseseal import mongo
 from pulseseal.envelope import seal
+from pulseseal.ferretdb_sql import PostgresTarget
 from pulseseal.settings import Settings
 from schemas import canonical_json, validate_event
 from schemas.rfc3339 import parse_rfc3339
@@ -115,12 +116,12 @@ def ks_settings(pipeline_env: dict[str, str], keyservice_process: Component) -> 
 
 @pytest.fixture
 async def collection(
-    mongo_url: str, pipeline_env: dict[str, str]
+    mongo_url: str, pipeline_env: dict[str, str], ferretdb_postgresql: PostgresTarget | None
 ) -> AsyncIterator[AsyncCollection[dict[str, Any]]]:
     """`sealed_events` of this session's database, with its index."""
     client = mongo.connect(mongo_url)
     sealed_events = mongo.sealed_events(client, pipeline_env["PULSESEAL_MONGO_DB"])
-    await mongo.ensure_indexes(sealed_events)
+    await mongo.ensure_indexes(sealed_events, postgresql=ferretdb_postgresql)
     yield sealed_events
     await client.close()
 
