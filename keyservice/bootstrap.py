@@ -20,6 +20,7 @@ from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator
 from keyservice.callers import CallerRegistry
 from keyservice.client.tokens import load_private_key
+from keyservice.edge import Edge, RefusalLimiter
 from keyservice.ledger import LedgerEntry, ShredLedger, summarize
 from keyservice.metrics import KeyServiceMetrics
 from keyservice.replay import RedisReplayGuard
@@ -45,6 +46,9 @@ class ServiceOptions:
     ledger_file: Path
     key_ttl_s: int
     allow_volatile: bool
+    body_timeout_s: float = 10.0
+    refusal_rate: float = 50.0
+    refusal_burst: int = 200
 
 
 def load_master_key(settings: Settings) -> MasterKey:
@@ -73,6 +77,9 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
         ledger_file=settings.shred_ledger_file or settings.home_dir / "keyservice" / "shred-ledger.ndjson",
         key_ttl_s=settings.key_ttl_s,
         allow_volatile=allow_volatile,
+        body_timeout_s=settings.keyservice_body_timeout_s,
+        refusal_rate=settings.keyservice_refusal_rate,
+        refusal_burst=settings.keyservice_refusal_burst,
     )
 
 
@@ -169,4 +176,9 @@ async def _open(
         key_ttl_s=options.key_ttl_s,
         require_durable=not options.allow_volatile,
         guard=ShredGuard(ledger, entries),
+        edge=Edge(
+            registry,
+            body_timeout_s=options.body_timeout_s,
+            limiter=RefusalLimiter(options.refusal_rate, options.refusal_burst),
+        ),
     )

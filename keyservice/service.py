@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator, RequestFacts, VerifiedCaller
+from keyservice.edge import Edge, RefusalLimiter, RefusalTally, TallyKey, tally_key
 from keyservice.ledger import LedgerEntry, ShredLedger
 from keyservice.metrics import KeyServiceMetrics
 from keyservice.receipts import sign_receipt
@@ -50,6 +51,7 @@ class KeyService:
         key_ttl_s: int,
         require_durable: bool,
         guard: ShredGuard | None = None,
+        edge: Edge | None = None,
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.redis = redis
@@ -62,6 +64,8 @@ class KeyService:
         self.key_ttl_s = key_ttl_s
         self.require_durable = require_durable
         self.guard = guard if guard is not None else ShredGuard(ledger, ledger.load())
+        self.edge = edge or Edge(authenticator.registry, body_timeout_s=10.0, limiter=RefusalLimiter())
+        self.refusals = RefusalTally(self._write_refusal)
         self._now = now
 
     async def authenticate(self, facts: RequestFacts, scope: str) -> VerifiedCaller:
@@ -357,17 +361,50 @@ class KeyService:
         return {"records": [r.to_json() for r in records]}
 
     async def refuse(
-        self, action: str, error: KeyServiceError, request_id: str, user_ids: Sequence[str] = ()
+        self,
+        action: str,
+        error: KeyServiceError,
+        request_id: str,
+        user_ids: Sequence[str] = (),
+        *,
+        source: str | None = None,
+        authenticated: bool = True,
     ) -> None:
-        """Record a refused request in the audit log and metrics; never raises (the caller gets the error)."""
+        """Record a refused request in the audit log and metrics before it is answered.
+
+        A refusal before authentication is counted with others of its kind (`edge.RefusalTally`).
+
+        Raises:
+            KeyServiceUnavailable: the audit log cannot take the record.
+        """
         self.metrics.refusals.labels(error.reason).inc()
+        if not authenticated:
+            await self.refusals.refused(tally_key(source or "", action, error), request_id)
+            return
         record = self._record(
-            error.caller_id, action, user_ids, outcome="refused", request_id=request_id, reason=error.reason
+            error.caller_id,
+            action,
+            user_ids,
+            outcome="refused",
+            request_id=request_id,
+            reason=error.reason,
+            source=source,
         )
-        try:
-            await self.audit.append_many([record])
-        except KeyServiceError:
-            log.error("could not write the audit record of refused request %s", request_id)
+        await self.audit.append_many([record])
+
+    async def _write_refusal(self, key: TallyKey, count: int | None, request_id: str) -> None:
+        source, action, reason, caller = key
+        record = self._record(
+            caller,
+            action,
+            (),
+            outcome="refused",
+            request_id=request_id,
+            reason=reason,
+            source=source,
+            counts=None if count is None else {"refused": count},
+        )
+        await self.audit.append_many([record])
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """`(ready, details)`: ready when the store answers and is durable (or volatile was allowed)."""
@@ -380,7 +417,8 @@ class KeyService:
         return ready, {"status": "ok" if ready else "unavailable", "durable": durable}
 
     async def close(self) -> None:
-        """Close the Redis connections."""
+        """Write the counted refusals and close the Redis connections."""
+        await self.refusals.close()
         await self.redis.aclose()
 
 

@@ -50,6 +50,24 @@ class Settings(BaseSettings):
         None,
         description="Ed25519 key that signs erasure receipts (default `HOME/credentials/keyservice.pem`).",
     )
+    keyservice_body_timeout_s: float = Field(
+        10.0, gt=0, description="A request's head, then its body, must arrive within this long, else 408."
+    )
+    keyservice_refusal_rate: float = Field(
+        50.0, ge=50, description="Refused requests a second one peer may make before 429 (contract §6)."
+    )
+    keyservice_refusal_burst: int = Field(
+        200, ge=200, description="Refused requests one peer may make in a burst before 429 (contract §6)."
+    )
+    audit_stream_max: int = Field(
+        100_000,
+        ge=100,
+        description="Audit records kept in the key-store Redis; older ones move to the archive.",
+    )
+    audit_archive_file: Path | None = Field(
+        None,
+        description="Where audit records beyond `AUDIT_STREAM_MAX` go (default `HOME/keyservice/audit-archive.ndjson`).",
+    )
     key_ttl_s: int = Field(60, ge=1, le=3600, description="`expires_in` granted with each data key.")
     keystore_prefix: str = Field(
         "pulseseal:ks:", description="Prefix of every key-store Redis key (tests use a unique one)."

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from keyservice.wire.errors import KeyServiceError
 
@@ -33,6 +33,16 @@ class CredentialError(KeyServiceError):
 def body_hash(body: bytes) -> str:
     """SHA-256 of the exact body bytes, base64url without padding (the `bh` claim)."""
     return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode("ascii")
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """The `kid` of a caller key: SHA-256 of its raw 32 bytes, base64url, first 22 characters (128 bits).
+
+    Derived, not configured: the client and the key service compute it from the key itself, so a caller
+    with two keys in the callers file (a rotation in progress) is matched to the right one by its token.
+    """
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).decode("ascii")[:22]
 
 
 def mint_token(
@@ -72,7 +82,8 @@ def mint_token(
         "htu": path,
         "bh": body_hash(body),
     }
-    return jwt.encode(claims, private_key, algorithm="EdDSA")
+    headers = {"kid": key_id(private_key.public_key())}
+    return jwt.encode(claims, private_key, algorithm="EdDSA", headers=headers)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -11,7 +11,9 @@ class AuditRecord:
     """One grant or refusal. `outcome` is `granted` or `refused`; `reason` says why a refusal happened.
 
     A replay's own record (action `replay`, outcome `reported`) also carries `counts`: how many records the
-    replay opened, failed to open and could not read (keys destroyed).
+    replay opened, failed to open and could not read (keys destroyed). A refusal names its `source` (the
+    TCP peer address); repeated unauthenticated refusals of one kind are one record with
+    `counts: {"refused": n}`.
     """
 
     time: str
@@ -24,6 +26,7 @@ class AuditRecord:
     purpose: str | None = None
     reason: str | None = None
     counts: dict[str, int] | None = None
+    source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as `GET /v1/audit` returns it (`counts` only on records that have them)."""
@@ -41,4 +44,6 @@ class AuditRecord:
         }
         if self.counts is not None:
             record["counts"] = self.counts
+        if self.source is not None:
+            record["source"] = self.source
         return record

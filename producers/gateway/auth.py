@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 
 from producers.gateway.errors import Unauthorized
+from pulseseal.claims import finite_time
 
 HS256 = "HS256"
 MIN_SECRET_BYTES = 32
@@ -171,13 +172,13 @@ class TokenVerifier:
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         now = self._clock()
-        exp = _number(claims.get("exp"))
+        exp = finite_time(claims.get("exp"))
         if exp is None:
-            raise Unauthorized("the token's exp claim must be a number")
+            raise Unauthorized("the token's exp claim must be a finite number")
         if now >= exp + self._leeway_s:
             raise Unauthorized("the token has expired")
         if "nbf" in claims:
-            nbf = _number(claims["nbf"])
+            nbf = finite_time(claims["nbf"])
             if nbf is None or now < nbf - self._leeway_s:
                 raise Unauthorized("the token is not valid yet")
 
@@ -211,12 +212,6 @@ def _jwks_keys(jwks: Mapping[str, Any]) -> list[_Key]:
             raise AuthConfigError(f"JWKS key #{number} has an algorithm the gateway does not accept")
         keys.append(_Key(kid=entry.get("kid"), algorithm=jwk.algorithm_name, key=jwk.key))
     return keys
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def _why(exc: Exception) -> str:

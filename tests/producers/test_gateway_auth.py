@@ -217,3 +217,13 @@ def test_missing_or_broken_key_files_are_configuration_errors(tmp_path: Path) ->
     )
     with pytest.raises(Unauthorized, match="algorithm"):
         only_jwks.verify(f"Bearer {token()}")
+
+
+@pytest.mark.parametrize("exp", [float("nan"), float("inf"), float("-inf"), 10**400])
+def test_a_time_claim_that_is_not_a_finite_number_is_refused(exp: object) -> None:
+    # Python's JSON (and PyJWT with it) reads NaN and Infinity; `now >= NaN` is false, so before this
+    # check an `exp: NaN` token never expired.
+    with pytest.raises(Unauthorized, match="finite"):
+        verifier().verify(f"Bearer {signed({'alg': 'HS256'}, claims() | {'exp': exp}, SECRET)}")
+    with pytest.raises(Unauthorized, match="not valid yet"):
+        verifier().verify(f"Bearer {signed({'alg': 'HS256'}, claims() | {'nbf': exp}, SECRET)}")
