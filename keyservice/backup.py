@@ -34,6 +34,7 @@ from keyservice import scripts
 from keyservice.ledger import LedgerEntry, summarize
 from keyservice.wire.errors import KeyServiceError
 from keyservice.wrapping import MasterKey
+from pulseseal.secretfiles import open_new_private
 
 FORMAT = "pulseseal-keystore-backup/v1"
 _BATCH = 200
@@ -144,7 +145,10 @@ async def backup_keystore(
     digest = hashlib.sha256()
     users = versions = 0
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A partial file left by a crashed backup is removed (unlink never follows a symlink); the new one
+        # must then be created afresh: never a file or symlink someone planted at the name.
+        temporary.unlink(missing_ok=True)
+        fd = open_new_private(temporary)
         with os.fdopen(fd, "wb") as out:
 
             def emit(obj: Mapping[str, Any]) -> None:

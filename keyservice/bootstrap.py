@@ -58,7 +58,7 @@ def load_master_key(settings: Settings) -> MasterKey:
         StartupRefused: neither is there, or it is not base64 of 32 bytes.
     """
     if settings.master_key:
-        return MasterKey.from_base64(settings.master_key, source="PULSESEAL_MASTER_KEY")
+        return MasterKey.from_base64(settings.master_key.get_secret_value(), source="PULSESEAL_MASTER_KEY")
     return MasterKey.from_file(settings.credential(settings.master_key_file, "master.key"))
 
 

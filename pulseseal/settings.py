@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyUrl, Field
+from pydantic import AnyUrl, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     keystore_redis_url: str = Field(
         "redis://127.0.0.1:6380/0", description="The key service's own Redis (AOF on). Key service only."
     )
+    keystore_redis_password_file: Path | None = Field(
+        None,
+        description="Password of the key-store Redis's `default` user, unless the URL carries one "
+        "(default `HOME/credentials/keystore-redis.password`). Key service only.",
+    )
     keyservice_url: str = Field("http://127.0.0.1:8700", description="Where callers reach the key service.")
     gateway_url: str = Field("http://127.0.0.1:8080", description="Where clients reach the gateway.")
     home: Path = Field(Path(".pulseseal"), description="Dev credentials and local service data.")
@@ -40,8 +45,9 @@ class Settings(BaseSettings):
     master_key_file: Path | None = Field(
         None, description="Base64 master key file (default `HOME/credentials/master.key`)."
     )
-    master_key: str | None = Field(
-        None, description="Base64 master key given directly (takes precedence over the file)."
+    master_key: SecretStr | None = Field(
+        None,
+        description="Base64 master key given directly (takes precedence over the file; never printed).",
     )
     callers_file: Path | None = Field(
         None, description="Key service callers file (default `HOME/credentials/callers.json`)."
@@ -134,6 +140,11 @@ class Settings(BaseSettings):
         """Where dev credentials live."""
         return self.home_dir / "credentials"
 
+    @property
+    def keystore_redis_password_path(self) -> Path:
+        """Where the key-store Redis password is read from (and `services up` creates it)."""
+        return self.credential(self.keystore_redis_password_file, "keystore-redis.password")
+
     def credential(self, explicit: Path | None, name: str) -> Path:
         """An explicitly configured credential path, or the dev default `HOME/credentials/<name>`."""
         return explicit if explicit is not None else self.credentials_dir / name
@@ -148,8 +159,10 @@ def redact_url(url: str | AnyUrl) -> str:
     """A URL with any password replaced, safe to log or print."""
     text = str(url)
     scheme, sep, rest = text.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
         return text
-    userinfo, _, hostpart = rest.partition("@")
+    # The LAST @ ends the userinfo: a password may itself contain '@' (the first would leak its tail).
+    userinfo, _, host = authority.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hostpart}"
+    return f"{scheme}://{user}:***@{host}{slash}{path}"

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from keyservice.wire.errors import KeyServiceError
+from pulseseal.secretfiles import SecretFileError, read_secret
 
 AUDIENCE = "pulseseal-keyservice"
 MAX_LIFETIME_S = 60
@@ -90,10 +91,13 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Read an Ed25519 PKCS#8 PEM private key.
 
     Raises:
-        CredentialError: missing, unreadable, or not an unencrypted Ed25519 key (the message names the path).
+        CredentialError: missing, unreadable, accessible by group or others, or not an unencrypted Ed25519
+            key (the message names the path).
     """
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
+        key = load_pem_private_key(read_secret(path), password=None)
+    except SecretFileError as exc:
+        raise CredentialError(str(exc)) from None
     except FileNotFoundError:
         raise CredentialError(
             f"key file {path} does not exist (`pulseseal services up` creates dev keys)"

@@ -19,6 +19,7 @@ import jwt
 
 from producers.gateway.errors import Unauthorized
 from pulseseal.claims import finite_time
+from pulseseal.secretfiles import SecretFileError, read_secret
 
 HS256 = "HS256"
 MIN_SECRET_BYTES = 32
@@ -105,7 +106,9 @@ class TokenVerifier:
         secret: bytes | None = None
         if secret_file is not None and (secret_required or secret_file.exists()):
             try:
-                secret = secret_file.read_text(encoding="utf-8").strip().encode()
+                secret = read_secret(secret_file).decode("utf-8").strip().encode()
+            except SecretFileError as exc:
+                raise AuthConfigError(str(exc)) from None
             except (OSError, UnicodeDecodeError) as exc:
                 raise AuthConfigError(
                     f"cannot read the user-token secret {secret_file}: {_why(exc)}"

@@ -7,10 +7,12 @@ on Ctrl-C / SIGTERM.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -20,6 +22,13 @@ from pulseseal.settings import Settings, load_settings
 from shell.cli.errors import CliError, ExitCode
 
 READY_TIMEOUT_S = 30.0
+#: Settings only the key service may see: the master key (given directly) and the key store's address and
+#: password. The encryptor and the gateway never get them from `run` (nor from the demo).
+KEYSERVICE_ONLY = (
+    "PULSESEAL_MASTER_KEY",
+    "PULSESEAL_KEYSTORE_REDIS_URL",
+    "PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE",
+)
 STOP_TIMEOUT_S = 25.0
 
 
@@ -65,16 +74,22 @@ def spawn(name: str, *args: str, log: Path | None = None) -> subprocess.Popen[by
     The child gets a session of its own: a Ctrl-C in the terminal reaches this process only, which then
     stops the children in order instead of all of them dying at once.
     """
+    command = [sys.executable, "-m", "shell", name, *args]
+    env = child_env(name, os.environ)
     if log is None:
-        return subprocess.Popen([sys.executable, "-m", "shell", name, *args], start_new_session=True)
+        return subprocess.Popen(command, start_new_session=True, env=env)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "shell", name, *args],
-            start_new_session=True,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            command, start_new_session=True, stdout=out, stderr=subprocess.STDOUT, env=env
         )
+
+
+def child_env(name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of component `name`: ours, without the key service's secrets unless it is that."""
+    if name == "keyservice":
+        return dict(environ)
+    return {k: v for k, v in environ.items() if k not in KEYSERVICE_ONLY}
 
 
 def wait_healthy(name: str, url: str, child: subprocess.Popen[bytes]) -> None:
@@ -88,7 +103,7 @@ def wait_healthy(name: str, url: str, child: subprocess.Popen[bytes]) -> None:
         if child.poll() is not None:
             raise CliError(f"{name} exited with code {child.returncode} while starting; see its log")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -69,17 +69,23 @@ def make_credentials(directory: Path, networks: dict[str, list[str]] | None = No
     """Write master key, caller keys, callers file and signing key into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     creds = Credentials(directory, master_b64=base64.b64encode(os.urandom(32)).decode())
-    creds.master_key_file.write_text(creds.master_b64 + "\n")
-    creds.signing_key_file.write_bytes(pem(creds.signing_key))
+    write_private(creds.master_key_file, (creds.master_b64 + "\n").encode())
+    write_private(creds.signing_key_file, pem(creds.signing_key))
     callers = {}
     for role, scopes in ROLES.items():
         key = Ed25519PrivateKey.generate()
         creds.keys[role] = key
-        creds.key_file(role).write_bytes(pem(key))
+        write_private(creds.key_file(role), pem(key))
         nets = (networks or {}).get(role, ["127.0.0.0/8", "::1/128"])
         callers[role] = {"public_key": public_pem(key), "scopes": scopes, "networks": nets}
     creds.callers_file.write_text(json.dumps({"callers": callers}))
     return creds
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file mode 0600, as the services insist (pulseseal/secretfiles.py)."""
+    path.write_bytes(data)
+    path.chmod(0o600)
 
 
 def free_port() -> int:

@@ -102,3 +102,18 @@ async def test_a_damaged_or_foreign_backup_is_refused(
         await restore_keystore(redis, master, prefix, edited, [])
     with pytest.raises(BackupError, match="master key"):
         await restore_keystore(redis, MasterKey(os.urandom(32)), prefix, path, [])
+
+
+async def test_a_symlink_planted_at_the_temporary_name_is_never_followed(
+    store: KeyStore, redis: Redis, prefix: str, master: MasterKey, tmp_path: Path
+) -> None:
+    await store.current_keys(["planted"])
+    victim = tmp_path / "elsewhere" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text("keep me\n")
+    path = tmp_path / "keys.backup"
+    (tmp_path / ".keys.backup.partial").symlink_to(victim)
+    await backup_keystore(redis, master, prefix, path)
+    assert victim.read_text() == "keep me\n"  # O_TRUNC through the symlink used to overwrite it
+    assert not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

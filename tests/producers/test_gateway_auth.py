@@ -192,6 +192,7 @@ def test_unusable_key_configuration_is_refused(
 def test_keys_load_from_files_and_the_secret_is_stripped(tmp_path: Path) -> None:
     secret_file = tmp_path / "gateway-jwt.secret"
     secret_file.write_text(f"  {SECRET.decode()}\n")
+    secret_file.chmod(0o600)
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps(JWKS))
     loaded = TokenVerifier.from_files(
