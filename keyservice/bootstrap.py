@@ -9,12 +9,13 @@ it re-applies the shred ledger to the store.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator
@@ -29,6 +30,7 @@ from keyservice.shredguard import ShredGuard
 from keyservice.store import KeyStore
 from keyservice.wire.errors import KeyServiceError, StartupRefused
 from keyservice.wrapping import MasterKey
+from pulseseal.secretfiles import SecretFileError, read_secret
 from pulseseal.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class ServiceOptions:
     ledger_file: Path
     key_ttl_s: int
     allow_volatile: bool
+    redis_password: str | None = field(default=None, repr=False)
     body_timeout_s: float = 10.0
     refusal_rate: float = 50.0
     refusal_burst: int = 200
@@ -70,6 +73,7 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
     """
     return ServiceOptions(
         redis_url=settings.keystore_redis_url,
+        redis_password=keystore_redis_password(settings),
         prefix=settings.keystore_prefix,
         master=load_master_key(settings),
         callers_file=settings.credential(settings.callers_file, "callers.json"),
@@ -83,9 +87,50 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
     )
 
 
-def connect_redis(url: str) -> Redis:
-    """A client of the key-store Redis with the timeouts the service uses."""
-    return Redis.from_url(url, decode_responses=False, socket_timeout=5, socket_connect_timeout=3)
+def keystore_redis_password(settings: Settings) -> str | None:
+    """The key-store Redis password (contract §2): None when the URL carries one or the file is missing.
+
+    Raises:
+        StartupRefused: the password file is accessible by group or others, or unreadable.
+    """
+    if urlsplit(settings.keystore_redis_url).password is not None:
+        return None
+    path = settings.keystore_redis_password_path
+    try:
+        return read_secret(path).decode("utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except SecretFileError as exc:
+        raise StartupRefused(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupRefused(
+            f"cannot read the key-store Redis password {path}: {type(exc).__name__}"
+        ) from None
+
+
+def authenticated_url(settings: Settings) -> str:
+    """The key-store Redis URL with its password in it, for tools that hand the store to another process
+    (tests, the benchmark) through one variable. Never log it unredacted (`redact_url`).
+
+    Raises:
+        StartupRefused: the password file is too open or unreadable.
+    """
+    url = settings.keystore_redis_url
+    password = keystore_redis_password(settings)
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    netloc = (
+        f"{quote(parts.username or '', safe='')}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    )
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect_redis(url: str, password: str | None = None) -> Redis:
+    """A client of the key-store Redis with the timeouts the service uses (`password`: unless in the URL)."""
+    return Redis.from_url(
+        url, password=password, decode_responses=False, socket_timeout=5, socket_connect_timeout=3
+    )
 
 
 async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | None = None) -> KeyService:
@@ -104,7 +149,7 @@ async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | 
         entries = ledger.load()
     except KeyServiceError as exc:
         raise StartupRefused(exc.detail) from None
-    redis = connect_redis(options.redis_url)
+    redis = connect_redis(options.redis_url, options.redis_password)
     try:
         return await _open(options, redis, registry, signing_key, ledger, entries, metrics)
     except BaseException:
@@ -124,6 +169,11 @@ async def _open(
     where = redact_url(options.redis_url)
     try:
         await redis.ping()
+    except AuthenticationError:
+        raise StartupRefused(
+            f"key-store Redis at {where} refused our password: check PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE "
+            "(default HOME/credentials/keystore-redis.password) or the password in PULSESEAL_KEYSTORE_REDIS_URL"
+        ) from None
     except (RedisError, OSError):
         raise StartupRefused(
             f"key-store Redis at {where} is not answering: start it (`pulseseal services up`) "

@@ -17,7 +17,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from keyservice.bootstrap import connect_redis, load_master_key
+from keyservice.bootstrap import connect_redis, keystore_redis_password, load_master_key
 from keyservice.client import KeyServiceClient
 from keyservice.rewrap import RewrapReport
 from keyservice.rewrap import rewrap as rewrap_store
@@ -137,7 +137,7 @@ def rewrap(
 
 
 async def _rewrap(settings: Settings, old: MasterKey, new: MasterKey) -> RewrapReport:
-    redis = connect_redis(settings.keystore_redis_url)
+    redis = connect_redis(settings.keystore_redis_url, keystore_redis_password(settings))
     try:
         return await rewrap_store(redis, old, new, prefix=settings.keystore_prefix)
     finally:

@@ -36,7 +36,7 @@ def backup(
 
 async def _backup(out: Path) -> BackupReport:
     options = options_from_settings(load_settings())
-    redis = connect_redis(options.redis_url)
+    redis = connect_redis(options.redis_url, options.redis_password)
     try:
         return await backup_keystore(redis, options.master, options.prefix, out)
     finally:
@@ -62,7 +62,7 @@ async def _restore(path: Path) -> RestoreReport:
     options = options_from_settings(load_settings())
     ledger = ShredLedger(options.ledger_file, load_private_key(options.signing_key_file))
     entries = ledger.load(repair=False)
-    redis = connect_redis(options.redis_url)
+    redis = connect_redis(options.redis_url, options.redis_password)
     try:
         return await restore_keystore(redis, options.master, options.prefix, path, entries)
     finally:

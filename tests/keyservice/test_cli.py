@@ -186,6 +186,7 @@ async def test_rewrap_command(
     [before], _ = await store.current_keys(["moving"])
     new_file = tmp_path / "new-master.key"
     new_file.write_text(base64.b64encode(os.urandom(32)).decode())
+    new_file.chmod(0o600)
     result = pulseseal("keys", "rewrap", "--new-master-key", str(new_file), env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("re-wrapped 1 data keys under master key ")
