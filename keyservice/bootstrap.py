@@ -52,6 +52,8 @@ class ServiceOptions:
     body_timeout_s: float = 10.0
     refusal_rate: float = 50.0
     refusal_burst: int = 200
+    audit_archive_file: Path | None = None
+    audit_max_records: int = 100_000
 
 
 def load_master_key(settings: Settings) -> MasterKey:
@@ -84,6 +86,9 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
         body_timeout_s=settings.keyservice_body_timeout_s,
         refusal_rate=settings.keyservice_refusal_rate,
         refusal_burst=settings.keyservice_refusal_burst,
+        audit_archive_file=settings.audit_archive_file
+        or settings.home_dir / "keyservice" / "audit-archive.ndjson",
+        audit_max_records=settings.audit_stream_max,
     )
 
 
@@ -219,7 +224,13 @@ async def _open(
         redis=redis,
         store=store,
         authenticator=Authenticator(registry, RedisReplayGuard(redis, options.prefix)),
-        audit=AuditLog(redis, options.prefix),
+        audit=AuditLog(
+            redis,
+            options.prefix,
+            signer=signing_key,
+            archive=options.audit_archive_file,
+            max_records=options.audit_max_records,
+        ),
         ledger=ledger,
         signing_key=signing_key,
         metrics=metrics or KeyServiceMetrics(),
