@@ -33,7 +33,7 @@ from pymongo.errors import PyMongoError
 
 from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
-from consumers.deadletters import publish_dead_letters
+from consumers.deadletters import DEAD_LETTER_CHANNEL, publish_dead_letters
 from consumers.messages import Decoded, decode_message, estimated_events
 from consumers.sealing import Backoff, KeySource, MessageResult, Sealer
 from pulseseal import mongo
@@ -127,6 +127,7 @@ class Encryptor:
             graceful_timeout=SHUTDOWN_GRACE_S,
             reconnect_interval=1.0,
             logger=None,
+            default_channel=DEAD_LETTER_CHANNEL,
         )
         self.subscriber = self.broker.subscriber(
             RabbitQueue(SEAL_QUEUE, declare=False),
