@@ -152,7 +152,7 @@ async def _wait_healthy(
     url: str, process: asyncio.subprocess.Process, log_path: Path, timeout_s: float
 ) -> None:
     deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
         while True:
             try:
                 if (await http.get(url + "/healthz")).status_code == 200:

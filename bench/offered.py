@@ -74,7 +74,7 @@ async def offered_load(
     published: list[float] = []
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-home-") as home:
         env = encryptor_env(scratch, database, service, Path(home))
-        async with encryptors(1, env) as running, httpx.AsyncClient(timeout=5) as http:
+        async with encryptors(1, env) as running, httpx.AsyncClient(timeout=5, trust_env=False) as http:
             samples: list[tuple[float, float]] = []
             poller = asyncio.create_task(_poll(running[0], http, samples))
             connection = await aio_pika.connect(scratch.amqp_url, timeout=10)

@@ -85,7 +85,7 @@ def wait_healthy(component: Component, url: str, timeout_s: float = 30.0) -> Non
                 f"{component.name} exited ({component.process.returncode}):\n{component.log()}"
             )
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -180,7 +180,7 @@ def _stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
 
 async def _wait_healthy(child: Child, url: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    async with httpx.AsyncClient(timeout=2) as client:
+    async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
         while time.monotonic() < deadline:
             if child.process.poll() is not None:
                 raise SoakSetupError(f"{child.name} exited ({child.process.returncode}); see {child.log}")

@@ -146,7 +146,7 @@ def start_keyservice(env: dict[str, str], *args: str, log_file: Path) -> subproc
         if process.poll() is not None:
             raise AssertionError(f"keyservice exited {process.returncode}: {log_file.read_text()}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, trust_env=False).status_code == 200:
                 return process
         except httpx.TransportError:
             pass
