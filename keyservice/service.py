@@ -274,13 +274,18 @@ class KeyService:
         """
         # One time for the store (decrypt answers), the ledger and the receipt, so all three agree.
         at = rfc3339(self._now())
+        # A repeated shred destroys nothing new; its receipt still lists every version of the user that is
+        # destroyed (from the ledger), so a second receipt never reads as "nothing was erased".
+        earlier = {
+            v for e in self.ledger.load(repair=False) if e.user_id == user_id for v in e.versions_destroyed
+        }
         shredded = await self.store.shred(user_id, at=at)
         entry = LedgerEntry(
             "shred", user_id, at, versions_destroyed=shredded.versions, max_destroyed=shredded.max_destroyed
         )
         await self.ledger.append(entry)
         self.guard.note(entry)
-        receipt = sign_receipt(self.signing_key, user_id, shredded.versions, at)
+        receipt = sign_receipt(self.signing_key, user_id, sorted({*shredded.versions, *earlier}), at)
         await self.audit.append_many(
             [
                 self._record(

@@ -120,7 +120,11 @@ class KeyServiceClient:
         # trust_env=False: HTTP(S)_PROXY must never route tokens and data keys through a proxy (in
         # cleartext on plain HTTP); the key service is reached directly or not at all.
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), verify=verify, timeout=timeout_s, transport=transport, trust_env=False
+            base_url=base_url.rstrip("/"),
+            verify=verify,
+            timeout=timeout_s,
+            transport=transport,
+            trust_env=False,
         )
         self._current = SingleFlight[str](KeyCache(cache_size))
         self._versions = SingleFlight[tuple[str, int]](KeyCache(cache_size))
