@@ -116,10 +116,12 @@ class RefusalTally:
         if key in self._counts:
             self._counts[key] += 1
             return
-        await self.write(key, None, request_id)
+        # The window is opened before the write is awaited: refusals of the same kind arriving meanwhile
+        # are counted into it instead of each being written (and overwriting each other's counts).
         self._counts[key] = 0
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop())
+        await self.write(key, None, request_id)
 
     async def flush(self) -> None:
         """Write one counted record per kind with repeats in the closing window, and open a new window.

@@ -180,3 +180,23 @@ async def test_audit_queries_that_no_number_or_time_can_answer_are_422(
     )
     response = await http.get("/v1/audit" + query, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 422, response.text
+
+
+async def test_refusals_arriving_while_the_first_is_written_are_all_counted() -> None:
+    written: list[tuple[TallyKey, int | None, str]] = []
+    delays = iter([0.05, 0.01])
+
+    async def slow_write(key: TallyKey, count: int | None, request_id: str) -> None:
+        await asyncio.sleep(next(delays, 0.0))
+        written.append((key, count, request_id))
+
+    tally = RefusalTally(slow_write, window_s=3600)
+    key: TallyKey = ("10.0.0.9", "encrypt", "malformed_token", None)
+    first = asyncio.create_task(tally.refused(key, "r0"))  # its write is slow ...
+    second = asyncio.create_task(tally.refused(key, "r1"))
+    await asyncio.sleep(0.02)  # ... others arrive while it is being written
+    for n in range(2, 7):
+        await tally.refused(key, f"r{n}")
+    await asyncio.gather(first, second)
+    await tally.close()
+    assert sum(1 if c is None else c for _, c, _ in written) == 7
