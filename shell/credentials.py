@@ -51,8 +51,8 @@ LOOPBACK_NETWORKS: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 MASTER_KEY_FILE = "master.key"
 CALLERS_FILE = "callers.json"
 KEYSERVICE_KEY_FILE = "keyservice.pem"
-GATEWAY_JWT_SECRET_FILE = "gateway-jwt.secret"  # noqa: S105 - a file name, not a secret
-KEYSTORE_REDIS_PASSWORD_FILE = "keystore-redis.password"  # noqa: S105 - a file name, not a secret
+GATEWAY_JWT_SECRET_FILE = "gateway-jwt.secret"  # noqa: S105  # nosec B105  # a file name, not a secret
+KEYSTORE_REDIS_PASSWORD_FILE = "keystore-redis.password"  # noqa: S105  # nosec B105  # a file name, not a secret
 _SECRET_CHARS = 48  # URL-safe base64 of 36 random bytes: 48 characters, 216 bits
 
 

@@ -73,7 +73,7 @@ async def test_refuses_a_master_key_that_does_not_match_the_store(
 
 
 def test_refuses_plain_http_off_loopback(env: dict[str, str]) -> None:
-    everywhere = "0.0.0.0"  # noqa: S104 - the refusal under test; nothing binds it
+    everywhere = "0.0.0.0"  # noqa: S104  # nosec B104  # the refusal under test; nothing binds it
     one_line_error(pulseseal("keyservice", "--host", everywhere, env=env), "refusing to serve plain HTTP")
 
 

@@ -33,7 +33,7 @@ async def test_the_key_store_refuses_a_client_without_the_password(
 async def test_the_key_service_refuses_to_start_with_a_wrong_password(
     options: ServiceOptions, settings: Settings
 ) -> None:
-    plain = replace(options, redis_url=settings.keystore_redis_url, redis_password="not-the-password")
+    plain = replace(options, redis_url=settings.keystore_redis_url, redis_password="not-the-password")  # nosec B106  # a wrong password on purpose
     with pytest.raises(StartupRefused, match="refused our password"):
         await open_service(plain)
     with pytest.raises(StartupRefused, match="refused our password"):

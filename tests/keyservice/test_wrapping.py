@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
-import pickle
+import pickle  # nosec B403  # the test proves keys refuse pickling; nothing is unpickled
 
 import pytest
 from hypothesis import given
