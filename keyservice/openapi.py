@@ -163,10 +163,23 @@ def _schemas() -> dict[str, Any]:
                 "purpose": {"type": ["string", "null"]},
                 "reason": {"type": ["string", "null"]},
                 "counts": {
-                    "type": "object",
-                    "required": ["opened", "failed", "unreadable"],
-                    "properties": {"opened": count, "failed": count, "unreadable": count},
+                    "description": "A replay's counts (action `replay`), or how many refusals of one kind a "
+                    "counted refusal record stands for (`refused`).",
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["opened", "failed", "unreadable"],
+                            "properties": {"opened": count, "failed": count, "unreadable": count},
+                        },
+                        {
+                            "type": "object",
+                            "required": ["refused"],
+                            "properties": {"refused": count},
+                            "additionalProperties": False,
+                        },
+                    ],
                 },
+                "source": {"type": "string", "description": "The refused request's TCP peer address."},
             },
         },
     }
