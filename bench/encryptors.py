@@ -209,7 +209,10 @@ async def drain(
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-home-") as home:
         env = encryptor_env(scratch, database, service, Path(home)) | dict(extra_env or {})
         starting = time.perf_counter()
-        async with encryptors(processes, env) as running, httpx.AsyncClient(timeout=5) as http:
+        async with (
+            encryptors(processes, env) as running,
+            httpx.AsyncClient(timeout=5, trust_env=False) as http,
+        ):
             ready_spread = time.perf_counter() - starting
             if on_ready is not None:
                 await on_ready(running)

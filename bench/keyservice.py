@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from bench.harness import BenchContext
 from bench.results import Figure, ScenarioResult
 from bench.timing import Latency, latency
+from keyservice.bootstrap import authenticated_url
 from keyservice.client import KeyServiceClient
 from shell.credentials import ensure_dev_credentials, load_private_key
 from shell.processes import StartFailed, free_port, spawn
@@ -110,7 +111,7 @@ async def _delete_prefix(redis_url: str, prefix: str) -> None:
 
 def shared_keyservice(ctx: BenchContext) -> AbstractAsyncContextManager[RunningKeyService]:
     """The opener for `ctx.shared("keyservice", ...)`."""
-    return keyservice_process(ctx.settings.keystore_redis_url)
+    return keyservice_process(authenticated_url(ctx.settings))
 
 
 async def sequential(

@@ -78,7 +78,7 @@ async def offered_load(
         env = encryptor_env(scratch, database, service, Path(home))
         async with (
             encryptors(1, env) as running,
-            httpx.AsyncClient(timeout=5) as http,
+            httpx.AsyncClient(timeout=5, trust_env=False) as http,
             TransportSealer(service.url) as sealer,
         ):
             await sealer.public_key()  # fetched before the schedule starts

@@ -1,5 +1,12 @@
 """Sending PulseSeal's own dead letters: the original bytes, transport-sealed, with a code, a value-free
-reason and the event id when it can be read (docs/contract.md §4)."""
+reason and the event id when it can be read (docs/contract.md §4).
+
+A dead letter replaces the original message, which is acknowledged only after it: so the publish must
+prove that a queue took it. It goes out `mandatory` on a channel with publisher confirms whose returns
+raise (the encryptor's broker sets that up: `DEAD_LETTER_CHANNEL`), and the confirm is awaited with a
+timeout. An unbound `pulseseal.dead`, a nack or a silent broker all raise, and the original is handed
+back instead of being acknowledged with its events nowhere.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import Channel, RabbitBroker
 
 from consumers import metrics
 from consumers.messages import Rejected, readable_event_id
@@ -16,6 +23,10 @@ from consumers.transit import TRANSPORT_UNOPENABLE, MessageSealer
 from pulseseal.topology import DEAD_EXCHANGE, ERROR_HEADER, JSON, REASON_HEADER
 
 log = logging.getLogger("pulseseal.encryptor")
+#: Seconds to wait for the broker's confirm of one dead letter.
+CONFIRM_TIMEOUT_S = 10.0
+#: The channel dead letters are published on: confirms on, an unroutable (returned) message raises.
+DEAD_LETTER_CHANNEL = Channel(publisher_confirms=True, on_return_raises=True)
 
 LINE_HEADER = "x-pulseseal-line"
 EVENT_ID_HEADER = "x-pulseseal-event-id"
@@ -65,6 +76,8 @@ async def _publish_one(
         headers={**headers, **sealed.headers},
         content_type=sealed.content_type,
         persist=True,
+        mandatory=True,
+        timeout=CONFIRM_TIMEOUT_S,
     )
     metrics.DEAD_LETTERS.labels(code=item.code).inc()
     log.info("dead-lettered", extra={"code": item.code, "line": item.line, "event_id": event_id})

@@ -32,7 +32,7 @@ from pymongo.errors import PyMongoError
 
 from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
-from consumers.deadletters import publish_dead_letters
+from consumers.deadletters import DEAD_LETTER_CHANNEL, publish_dead_letters
 from consumers.keys import KeySource
 from consumers.messages import Rejected, decode_or_fail, estimated_events
 from consumers.readiness import BROKER, CONSUMING, KEYSERVICE, STORE, Readiness, ReadinessWatch
@@ -140,6 +140,7 @@ class Encryptor:
             graceful_timeout=SHUTDOWN_GRACE_S,
             reconnect_interval=1.0,
             logger=None,
+            default_channel=DEAD_LETTER_CHANNEL,
         )
         self.subscriber = self.broker.subscriber(
             RabbitQueue(SEAL_QUEUE, declare=False),

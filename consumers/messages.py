@@ -25,6 +25,7 @@ from schemas import (
 INVALID_EVENT = "invalid_event"
 INVALID_MESSAGE = "invalid_message"
 USER_SHREDDED = "user_shredded"
+ID_CONFLICT = "id_conflict"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from consumers import metrics
 from consumers.keys import SHREDDED, KeySource, KeysUnavailable
-from consumers.messages import USER_SHREDDED, Decoded, Rejected
+from consumers.messages import ID_CONFLICT, USER_SHREDDED, Decoded, Rejected
 from consumers.store import StoreUnavailable, insert_sealed
 from keyservice.client import EncryptKeys
 from pulseseal.envelope import seal_many
@@ -96,11 +96,21 @@ class Sealer:
             counts = _count_by_owner(owner, len(batches))
         docs = seal_many(sealable, keys, now=now)
         outcome = await self._retry("MongoDB", lambda: insert_sealed(self._collection, docs))
-        if outcome.failed:
+        if outcome.failed or outcome.conflicts:
             owners = owner if owner is not None else [i for i, n in enumerate(counts) for _ in range(n)]
-            for doc, index in zip(docs, owners, strict=True):
+            for doc, event, index in zip(docs, sealable, owners, strict=True):
                 if doc["_id"] in outcome.failed:
                     results[index].retry = True
+                elif doc["_id"] in outcome.conflicts:
+                    counts[index] -= 1
+                    results[index].dead.append(
+                        Rejected(
+                            canonical_json(event),
+                            ID_CONFLICT,
+                            "event_id is already stored for another user",
+                            event_id=event.event_id,
+                        )
+                    )
         # Per message, a document counts as stored whether this insert wrote it or an earlier one did.
         for result, count in zip(results, counts, strict=True):
             result.stored = count

@@ -29,8 +29,7 @@ from keyservice.wire.errors import (
     MethodNotAllowed,
     NotFound,
     RequestInvalid,
-    RequestTimeout,
-    RequestTooLarge,
+    TooManyRefusals,
 )
 from keyservice.wire.models import (
     MAX_BODY_BYTES,
@@ -44,7 +43,6 @@ from keyservice.wire.models import (
 )
 from keyservice.wire.shreds import PATH as SHREDS_PATH
 from keyservice.wire.transport import parse_key_id, parse_open_request
-from pulseseal.bodies import BodyTimeout, BodyTooLarge, read_limited
 
 log = logging.getLogger(__name__)
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -59,6 +57,7 @@ class _Call:
     request_id: str
     user_ids: list[str] = field(default_factory=list)
     caller_id: str | None = None
+    verified: bool = False
 
 
 Handler = Callable[[VerifiedCaller, _Call], Awaitable[BaseModel]]
@@ -88,6 +87,8 @@ def problem(error: KeyServiceError, request_id: str) -> Response:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     if error.status == 503:
         headers["Retry-After"] = "1"
+    if isinstance(error, TooManyRefusals):
+        headers["Retry-After"] = str(error.retry_after_s)
     return Response(
         payload.model_dump_json().encode(),
         status_code=error.status,
@@ -96,46 +97,41 @@ def problem(error: KeyServiceError, request_id: str) -> Response:
     )
 
 
-async def _read_body(request: Request, timeout_s: float = 10.0) -> bytes:
-    # Bounded in size and in time (pulseseal/bodies.py): a caller trickling bytes holds nothing for long.
-    try:
-        return await read_limited(
-            request.stream(),
-            declared_length=request.headers.get("content-length"),
-            limit=MAX_BODY_BYTES,
-            timeout_s=timeout_s,
-        )
-    except BodyTooLarge:
-        raise RequestTooLarge(f"body over {MAX_BODY_BYTES} bytes") from None
-    except BodyTimeout:
-        raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s") from None
-
-
 def create_app(service: KeyService) -> Starlette:
     """The ASGI app over a ready `KeyService` (whoever opened the service closes it)."""
+
+    async def _refusal(action: str, exc: KeyServiceError, call: _Call, peer: str) -> Response:
+        # Written to the audit log before the answer leaves; an answer whose refusal cannot be recorded
+        # is a 503, never a silent gap in the audit trail.
+        error = service.edge.limit(peer, exc)
+        try:
+            await service.refuse(
+                action, error, call.request_id, call.user_ids, source=peer, authenticated=call.verified
+            )
+        except KeyServiceError as unrecorded:
+            log.error("%s refused but not recorded (request %s)", action, call.request_id)
+            return problem(unrecorded, call.request_id)
+        log.info("%s refused: %s (request %s)", action, error.reason, call.request_id)
+        return problem(error, call.request_id)
 
     def endpoint(action: str, scope: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def route(request: Request) -> Response:
             started = time.perf_counter()
             call = _Call(request, b"", uuid.uuid4().hex)
+            peer = request.client.host if request.client else ""
             try:
-                call.body = await _read_body(request)
+                service.edge.admit(peer)
+                call.body = await service.edge.read_body(request, MAX_BODY_BYTES)
                 facts = RequestFacts(
-                    request.method,
-                    request.url.path,
-                    call.body,
-                    request.client.host if request.client else "",
-                    request.headers.get("authorization"),
+                    request.method, request.url.path, call.body, peer, request.headers.get("authorization")
                 )
                 caller = await service.authenticate(facts, scope)
-                call.caller_id = caller.caller_id
+                call.caller_id, call.verified = caller.caller_id, True
                 response = _json(await handler(caller, call), call.request_id)
                 log.debug("%s granted to %s (request %s)", action, caller.caller_id, call.request_id)
             except KeyServiceError as exc:
                 exc.caller_id = exc.caller_id or call.caller_id
-                await service.refuse(action, exc, call.request_id, call.user_ids)
-                log.info("%s refused: %s (request %s)", action, exc.reason, call.request_id)
-                response = problem(exc, call.request_id)
+                response = await _refusal(action, exc, call, peer)
             except Exception as exc:
                 # The message of an unexpected error could carry data; log its type only unless debugging.
                 log.error(
@@ -147,8 +143,7 @@ def create_app(service: KeyService) -> Starlette:
                 )
                 error = KeyServiceError("internal error")
                 error.caller_id = call.caller_id
-                await service.refuse(action, error, call.request_id, call.user_ids)
-                response = problem(error, call.request_id)
+                response = await _refusal(action, error, call, peer)
             service.metrics.latency.labels(action).observe(time.perf_counter() - started)
             return response
 
@@ -186,8 +181,11 @@ def create_app(service: KeyService) -> Starlette:
             raise RequestInvalid(f"unknown query parameter {sorted(unknown)[0]!r}")
         user_id = parse_user_id(params["user_id"]) if "user_id" in params else None
         since = parse_rfc3339(params["since"], "since") if "since" in params else None
+        if since is not None and since.timestamp() < 0:
+            raise RequestInvalid("since must not be before 1970-01-01T00:00:00Z")
         limit_text = params.get("limit", "1000")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
+        # isascii: str.isdigit is also true for '²', which int() refuses (a 500 before).
+        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 10_000:
             raise RequestInvalid("limit must be an integer from 1 to 10000")
         return await service.read_audit(
             caller, call.request_id, user_id=user_id, since=since, limit=int(limit_text)
@@ -230,7 +228,8 @@ def create_app(service: KeyService) -> Starlette:
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
         error = MethodNotAllowed("method not allowed") if status == 405 else NotFound("no such endpoint")
-        return problem(error, uuid.uuid4().hex)
+        call = _Call(request, b"", uuid.uuid4().hex)
+        return await _refusal("unrouted", error, call, request.client.host if request.client else "")
 
     routes = [
         Route("/v1/keys/encrypt", endpoint("encrypt", "keys:encrypt", encrypt), methods=["POST"]),

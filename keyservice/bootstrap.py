@@ -11,18 +11,20 @@ backup-key sweep.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator
 from keyservice.callers import CallerRegistry
 from keyservice.client.tokens import load_private_key
 from keyservice.compaction import check_no_snapshots
+from keyservice.edge import Edge, RefusalLimiter
 from keyservice.erasure import DEFAULT_RETENTION_DAYS, Erasure
 from keyservice.ledger import ShredLedger, summarize
 from keyservice.legacyledger import import_legacy_file
@@ -33,6 +35,7 @@ from keyservice.shredguard import ShredGuard
 from keyservice.store import KeyStore
 from keyservice.wire.errors import KeyServiceError, StartupRefused
 from keyservice.wrapping import MasterKey
+from pulseseal.secretfiles import SecretFileError, read_secret
 from pulseseal.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,12 @@ class ServiceOptions:
     key_ttl_s: int
     allow_volatile: bool
     backup_retention_days: int = DEFAULT_RETENTION_DAYS
+    redis_password: str | None = field(default=None, repr=False)
+    body_timeout_s: float = 10.0
+    refusal_rate: float = 50.0
+    refusal_burst: int = 200
+    audit_archive_file: Path | None = None
+    audit_max_records: int = 100_000
 
 
 def load_master_key(settings: Settings) -> MasterKey:
@@ -60,7 +69,7 @@ def load_master_key(settings: Settings) -> MasterKey:
         StartupRefused: neither is there, or it is not base64 of 32 bytes.
     """
     if settings.master_key:
-        return MasterKey.from_base64(settings.master_key, source="PULSESEAL_MASTER_KEY")
+        return MasterKey.from_base64(settings.master_key.get_secret_value(), source="PULSESEAL_MASTER_KEY")
     return MasterKey.from_file(settings.credential(settings.master_key_file, "master.key"))
 
 
@@ -72,6 +81,7 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
     """
     return ServiceOptions(
         redis_url=settings.keystore_redis_url,
+        redis_password=keystore_redis_password(settings),
         prefix=settings.keystore_prefix,
         master=load_master_key(settings),
         callers_file=settings.credential(settings.callers_file, "callers.json"),
@@ -80,17 +90,63 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
         key_ttl_s=settings.key_ttl_s,
         allow_volatile=allow_volatile,
         backup_retention_days=settings.backup_retention_days,
+        body_timeout_s=settings.keyservice_body_timeout_s,
+        refusal_rate=settings.keyservice_refusal_rate,
+        refusal_burst=settings.keyservice_refusal_burst,
+        audit_archive_file=settings.audit_archive_file
+        or settings.home_dir / "keyservice" / "audit-archive.ndjson",
+        audit_max_records=settings.audit_stream_max,
     )
 
 
-def connect_redis(url: str, *, max_connections: int = 128) -> Redis:
-    """A client of the key-store Redis with the timeouts the service uses.
+def keystore_redis_password(settings: Settings) -> str | None:
+    """The key-store Redis password (contract §2): None when the URL carries one or the file is missing.
+
+    Raises:
+        StartupRefused: the password file is accessible by group or others, or unreadable.
+    """
+    if urlsplit(settings.keystore_redis_url).password is not None:
+        return None
+    path = settings.keystore_redis_password_path
+    try:
+        return read_secret(path).decode("utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except SecretFileError as exc:
+        raise StartupRefused(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupRefused(
+            f"cannot read the key-store Redis password {path}: {type(exc).__name__}"
+        ) from None
+
+
+def authenticated_url(settings: Settings) -> str:
+    """The key-store Redis URL with its password in it, for tools that hand the store to another process
+    (tests, the benchmark) through one variable. Never log it unredacted (`redact_url`).
+
+    Raises:
+        StartupRefused: the password file is too open or unreadable.
+    """
+    url = settings.keystore_redis_url
+    password = keystore_redis_password(settings)
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    netloc = (
+        f"{quote(parts.username or '', safe='')}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    )
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect_redis(url: str, password: str | None = None, *, max_connections: int = 128) -> Redis:
+    """A client of the key-store Redis with the timeouts the service uses (`password`: unless in the URL).
 
     Requests beyond `max_connections` wait for a connection (up to 5 s) instead of failing: a burst of
     1000 shreds or key requests must queue, not answer 503.
     """
     pool = BlockingConnectionPool.from_url(
         url,
+        password=password,
         max_connections=max_connections,
         timeout=5,
         decode_responses=False,
@@ -111,7 +167,7 @@ async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | 
         signing_key = load_private_key(options.signing_key_file)
     except KeyServiceError as exc:
         raise StartupRefused(f"receipt signing key: {exc.detail}") from None
-    redis = connect_redis(options.redis_url)
+    redis = connect_redis(options.redis_url, options.redis_password)
     try:
         return await _open(options, redis, registry, signing_key, metrics)
     except BaseException:
@@ -129,6 +185,11 @@ async def _open(
     where = redact_url(options.redis_url)
     try:
         await redis.ping()
+    except AuthenticationError:
+        raise StartupRefused(
+            f"key-store Redis at {where} refused our password: check PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE "
+            "(default HOME/credentials/keystore-redis.password) or the password in PULSESEAL_KEYSTORE_REDIS_URL"
+        ) from None
     except (RedisError, OSError):
         raise StartupRefused(
             f"key-store Redis at {where} is not answering: start it (`pulseseal services up`) "
@@ -196,7 +257,13 @@ async def _open(
         redis=redis,
         store=store,
         authenticator=Authenticator(registry, RedisReplayGuard(redis, options.prefix)),
-        audit=AuditLog(redis, options.prefix),
+        audit=AuditLog(
+            redis,
+            options.prefix,
+            signer=signing_key,
+            archive=options.audit_archive_file,
+            max_records=options.audit_max_records,
+        ),
         ledger=ledger,
         signing_key=signing_key,
         metrics=metrics or KeyServiceMetrics(),
@@ -204,4 +271,9 @@ async def _open(
         require_durable=not options.allow_volatile,
         guard=ShredGuard(ledger, entries),
         erasure=erasure,
+        edge=Edge(
+            registry,
+            body_timeout_s=options.body_timeout_s,
+            limiter=RefusalLimiter(options.refusal_rate, options.refusal_burst),
+        ),
     )

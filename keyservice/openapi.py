@@ -75,8 +75,13 @@ def _answer(description: str, model: type[BaseModel]) -> dict[str, Any]:
 _COMMON = {
     "401": _problem("No token, or a bad, expired or replayed one."),
     "403": _problem("The caller lacks the scope, or calls from a network it is not allowed."),
+    "408": _problem("The body did not arrive within the body timeout (body_timeout)."),
     "413": _problem(f"Body over {MAX_BODY_BYTES // 1024} KiB, or more than {MAX_KEYS} keys."),
     "422": _problem("A body, path or query parameter that the endpoint does not take."),
+    "429": _problem(
+        "This address made more refused requests than the refusal rate limit allows (rate_limited); "
+        "see Retry-After."
+    ),
     "500": _problem("A stored key failed its integrity check (key_store_integrity)."),
     "503": _problem("The key store, the audit log or the shred ledger is unavailable."),
 }

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyservice.wire.errors import KeyUnwrapError, StartupRefused
+from pulseseal.secretfiles import SecretFileError, read_secret
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -81,10 +82,13 @@ class MasterKey:
         """Read a base64 master-key file.
 
         Raises:
-            StartupRefused: the file is missing, unreadable or not base64 of 32 bytes.
+            StartupRefused: the file is missing, unreadable, accessible by group or others, or not base64
+                of 32 bytes.
         """
         try:
-            text = path.read_text(encoding="ascii")
+            text = read_secret(path).decode("ascii")
+        except SecretFileError as exc:
+            raise StartupRefused(str(exc)) from None
         except FileNotFoundError:
             raise StartupRefused(
                 f"no master key: {path} does not exist; set PULSESEAL_MASTER_KEY_FILE or "

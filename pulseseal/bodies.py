@@ -38,7 +38,8 @@ async def read_limited(
     """
     if declared_length is not None:
         text = str(declared_length)
-        if not text.isdigit() or int(text) > limit:
+        # isascii: str.isdigit is also true for '²' and other Unicode digits, which int() refuses.
+        if not (text.isascii() and text.isdigit()) or int(text) > limit:
             raise BodyTooLarge
     parts: list[bytes] = []
     size = 0

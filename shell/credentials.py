@@ -11,6 +11,8 @@ never overwritten — not even when it looks wrong; delete it to have it made ag
 - `callers.json`: the key service's callers file (format in `docs/callers-file.md`), made from the
   callers' keys above.
 - `gateway-jwt.secret`: the HS256 secret for user tokens, 48 URL-safe characters.
+- `keystore-redis.password`: the password of the key-store Redis's `default` user (43 URL-safe characters),
+  which `infra/redis.sh` starts Redis with and the key service authenticates with.
 
 Production deployments point the settings at their own files; nothing here is meant for them.
 """
@@ -34,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from pulseseal.files import create_atomic
+from pulseseal.secretfiles import SecretFileError, read_secret
 
 RandomBytes = Callable[[int], bytes]
 
@@ -49,7 +52,8 @@ LOOPBACK_NETWORKS: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 MASTER_KEY_FILE = "master.key"
 CALLERS_FILE = "callers.json"
 KEYSERVICE_KEY_FILE = "keyservice.pem"
-GATEWAY_JWT_SECRET_FILE = "gateway-jwt.secret"  # noqa: S105 - a file name, not a secret
+GATEWAY_JWT_SECRET_FILE = "gateway-jwt.secret"  # noqa: S105  # nosec B105  # a file name, not a secret
+KEYSTORE_REDIS_PASSWORD_FILE = "keystore-redis.password"  # noqa: S105  # nosec B105  # a file name, not a secret
 _SECRET_CHARS = 48  # URL-safe base64 of 36 random bytes: 48 characters, 216 bits
 
 
@@ -104,6 +108,10 @@ def ensure_dev_credentials(directory: Path, *, random_bytes: RandomBytes = os.ur
         GATEWAY_JWT_SECRET_FILE,
         lambda: base64.urlsafe_b64encode(_exactly(random_bytes, _SECRET_CHARS * 3 // 4)) + b"\n",
     )
+    create(
+        KEYSTORE_REDIS_PASSWORD_FILE,
+        lambda: base64.urlsafe_b64encode(_exactly(random_bytes, 32)).rstrip(b"=") + b"\n",
+    )
     public_keys = {cid: public_key_pem(load_private_key(directory / f"{cid}.pem")) for cid in CALLER_SCOPES}
     create(CALLERS_FILE, lambda: callers_document(public_keys).encode() + b"\n")
     report.warnings.extend(_mismatches(directory / CALLERS_FILE, public_keys))
@@ -137,10 +145,13 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Read an unencrypted PKCS#8 PEM Ed25519 private key (a caller's, or the key service's).
 
     Raises:
-        CredentialsError: The file is missing, unreadable, or not an unencrypted Ed25519 private key.
+        CredentialsError: The file is missing, unreadable, accessible by group or others, or not an
+            unencrypted Ed25519 private key.
     """
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
+        key = load_pem_private_key(read_secret(path), password=None)
+    except SecretFileError as exc:
+        raise CredentialsError(str(exc)) from None
     except FileNotFoundError:
         raise CredentialsError(f"{path} does not exist; `pulseseal services up` creates dev keys") from None
     except OSError as exc:

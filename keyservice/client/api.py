@@ -132,8 +132,14 @@ class KeyServiceClient:
         self._backoff_s = backoff_s
         self._sleep = sleep
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        # trust_env=False: HTTP(S)_PROXY must never route tokens and data keys through a proxy (in
+        # cleartext on plain HTTP); the key service is reached directly or not at all.
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), verify=verify, timeout=timeout_s, transport=transport
+            base_url=base_url.rstrip("/"),
+            verify=verify,
+            timeout=timeout_s,
+            transport=transport,
+            trust_env=False,
         )
         self._current = SingleFlight[str](KeyCache(cache_size))
         self._versions = SingleFlight[tuple[str, int]](KeyCache(cache_size))

@@ -18,16 +18,19 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from keyservice.bootstrap import connect_redis, load_master_key
+from keyservice.audit import AuditLog
+from keyservice.auditchain import verify as verify_chain
+from keyservice.bootstrap import connect_redis, keystore_redis_password, load_master_key
+from keyservice.client.tokens import load_private_key
 from keyservice.rewrap import RewrapReport
 from keyservice.rewrap import rewrap as rewrap_store
 from keyservice.wire.errors import KeyServiceError
 from keyservice.wrapping import MasterKey
-from pulseseal.settings import Settings, load_settings
+from pulseseal.settings import Settings, load_settings, redact_url
 from schemas.rfc3339 import parse_rfc3339
 from shell.cli import keystore, transport
 from shell.cli.admin import call_as_admin
-from shell.cli.errors import CliError
+from shell.cli.errors import CliError, ExitCode
 
 app = typer.Typer(
     help="Key administration: rotate, shred, reinstate, audit, rewrap, backup, restore, and the transport "
@@ -84,8 +87,19 @@ def audit(
     since: Annotated[str | None, typer.Option(help="Only records at or after this RFC 3339 time.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Records at most.")] = 1000,
     key_file: KeyFileOpt = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Check the whole trail (archive and key store) for edited, deleted or inserted records "
+            "instead of printing it; exit 3 when it fails. Reads the key store directly.",
+        ),
+    ] = False,
 ) -> None:
-    """Print audit records as NDJSON, oldest first."""
+    """Print audit records as NDJSON, oldest first (or, with --verify, check their chain and signatures)."""
+    if verify:
+        _verify_audit(load_settings())
+        return
     try:
         since_time = parse_rfc3339(since) if since is not None else None
     except ValueError as exc:
@@ -123,8 +137,50 @@ def rewrap(
         )
 
 
+def _verify_audit(settings: Settings) -> None:
+    try:
+        signing_key = load_private_key(settings.credential(settings.keyservice_signing_key, "keyservice.pem"))
+        password = keystore_redis_password(settings)
+    except KeyServiceError as exc:
+        raise CliError(f"audit --verify: {exc.detail}") from None
+
+    async def read() -> list[tuple[bytes, bytes | None]]:
+        redis = connect_redis(settings.keystore_redis_url, password)
+        try:
+            log = AuditLog(
+                redis,
+                settings.keystore_prefix,
+                signer=signing_key,
+                archive=settings.audit_archive_file
+                or settings.home_dir / "keyservice" / "audit-archive.ndjson",
+            )
+            return await log.entries()
+        finally:
+            await redis.aclose()
+
+    try:
+        entries = asyncio.run(read())
+    except KeyServiceError:
+        raise CliError(
+            f"audit --verify: the key store at {redact_url(settings.keystore_redis_url)} is not answering"
+        ) from None
+    result = verify_chain(entries, signing_key.public_key())
+    for problem in result.problems:
+        print(f"audit: {problem}", file=sys.stderr)
+    newest = ", ".join(f"{w}#{n}" for w, n in sorted(result.writers.items())) or "none"
+    summary = (
+        f"{result.records} records ({result.unsigned} unsigned, written before signing) by "
+        f"{len(result.writers)} writers; newest record of each writer: {newest}"
+    )
+    if not result.ok:
+        raise CliError(
+            f"audit log FAILED verification ({len(result.problems)} problems): {summary}", ExitCode.INTEGRITY
+        )
+    print(f"audit log verified: {summary}")
+
+
 async def _rewrap(settings: Settings, old: MasterKey, new: MasterKey) -> RewrapReport:
-    redis = connect_redis(settings.keystore_redis_url)
+    redis = connect_redis(settings.keystore_redis_url, keystore_redis_password(settings))
     try:
         return await rewrap_store(redis, old, new, prefix=settings.keystore_prefix)
     finally:

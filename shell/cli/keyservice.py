@@ -20,6 +20,7 @@ from keyservice.wire.errors import KeyServiceError
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings
 from shell.cli.errors import CliError
+from shell.slowloris import head_timeout_protocol
 
 log = logging.getLogger("keyservice")
 
@@ -104,6 +105,10 @@ async def _serve(settings: Settings, host: str, port: int, allow_volatile: bool,
             access_log=False,
             lifespan="off",
             server_header=False,
+            # The network allow-list is about the TCP peer (contract §6): uvicorn's default would let an
+            # X-Forwarded-For header rewrite `request.client`, and FORWARDED_ALLOW_IPS=* from anywhere.
+            proxy_headers=False,
+            http=head_timeout_protocol(settings.keyservice_body_timeout_s),
         )
         # Startup objects never die: moving them out of the collector's reach keeps full collections short,
         # which is most of the key service's tail latency on a busy 2-core machine.

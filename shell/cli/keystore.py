@@ -53,7 +53,7 @@ async def _keyring(redis: Redis, options: ServiceOptions, now: datetime) -> Back
 
 async def _backup(out: Path) -> BackupReport:
     options = options_from_settings(load_settings())
-    redis = connect_redis(options.redis_url)
+    redis = connect_redis(options.redis_url, options.redis_password)
     now = datetime.now(UTC)
     try:
         keyring = await _keyring(redis, options, now)
@@ -79,7 +79,7 @@ def restore(
 
 async def _restore(path: Path) -> RestoreReport:
     options = options_from_settings(load_settings())
-    redis = connect_redis(options.redis_url)
+    redis = connect_redis(options.redis_url, options.redis_password)
     now = datetime.now(UTC)
     try:
         keyring = await _keyring(redis, options, now)

@@ -7,10 +7,12 @@ command starts them in dependency order, waits until each is ready (`/healthz`; 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -19,6 +21,13 @@ from shell.cli.errors import CliError, ExitCode
 from shell.processes import Child, StartFailed, spawn, spawn_encryptor, stop_all
 
 READY_TIMEOUT_S = 30.0
+#: Settings only the key service may see: the master key (given directly) and the key store's address and
+#: password. The encryptor and the gateway never get them from `run` (nor from the demo).
+KEYSERVICE_ONLY = (
+    "PULSESEAL_MASTER_KEY",
+    "PULSESEAL_KEYSTORE_REDIS_URL",
+    "PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE",
+)
 STOP_TIMEOUT_S = 25.0
 
 
@@ -36,12 +45,16 @@ def run() -> None:
     signal.signal(signal.SIGINT, stop)
     with tempfile.TemporaryDirectory(prefix="pulseseal-run-") as run_dir:
         try:
-            children.append(spawn("keyservice", ["keyservice"]))
+            children.append(spawn("keyservice", ["keyservice"], env=child_env("keyservice", os.environ)))
             _ready(children[-1], settings.keyservice_url)
             # On the configured metrics port (Prometheus scrapes it there); the port file says when it listens.
-            children.append(spawn_encryptor("encryptor", Path(run_dir), metrics_port=None))
+            children.append(
+                spawn_encryptor(
+                    "encryptor", Path(run_dir), metrics_port=None, env=child_env("encryptor", os.environ)
+                )
+            )
             _ready(children[-1], None)
-            children.append(spawn("gateway", ["gateway"]))
+            children.append(spawn("gateway", ["gateway"], env=child_env("gateway", os.environ)))
             _ready(children[-1], settings.gateway_url)
             print(
                 "pulseseal run: key service, encryptor and gateway are up (Ctrl-C stops them)",
@@ -58,6 +71,13 @@ def run() -> None:
             # Producers first, key service last: the encryptor still needs keys while it drains.
             stop_all(children, STOP_TIMEOUT_S)
     raise SystemExit(ExitCode.OK)
+
+
+def child_env(name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of component `name`: ours, without the key service's secrets unless it is that."""
+    if name == "keyservice":
+        return dict(environ)
+    return {k: v for k, v in environ.items() if k not in KEYSERVICE_ONLY}
 
 
 def _ready(child: Child, base_url: str | None) -> None:

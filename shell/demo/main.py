@@ -234,7 +234,7 @@ def _pulseseal(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _healthy(url: str) -> bool:
     with suppress(httpx.HTTPError):
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
     return False
 
 

@@ -122,7 +122,7 @@ async def send(
     for item in requests:
         queue.put_nowait(item)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=30, trust_env=False) as client:
 
         async def worker() -> None:
             while not queue.empty():

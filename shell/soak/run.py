@@ -112,7 +112,7 @@ async def _traffic_under_faults(
     users = Users(f"soak-{run.seed % 100000}", run.rng)
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as http:
         gateway = GatewayDriver(
             pipeline.gateway_url,
             secret,
@@ -271,7 +271,7 @@ async def _dead_letter_canary(run: _Run) -> None:
 
 async def _scrape_metrics(run: _Run) -> bytes:
     texts = []
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
         texts += await run.pipeline.encryptor_metrics(http)
         for url in (run.pipeline.gateway_url, run.pipeline.keyservice_url):
             try:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from shell.devservices import infra_dir
 from shell.processes import command, free_port
@@ -105,8 +106,12 @@ class Servers:
 
     @property
     def redis_url(self) -> str:
-        """The key-store Redis URL."""
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        """The key-store Redis URL with its password (made by the first `services up`) for our own client."""
+        password_file = self.home / "credentials" / "keystore-redis.password"
+        if not password_file.exists():
+            return f"redis://127.0.0.1:{self.redis_port}/0"
+        password = quote(password_file.read_text(encoding="ascii").strip(), safe="")
+        return f"redis://:{password}@127.0.0.1:{self.redis_port}/0"
 
     def services(self, action: str, *names: str) -> None:
         """`pulseseal services <action> <names>` for these servers (credentials are made on first `up`).

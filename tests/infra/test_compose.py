@@ -77,7 +77,7 @@ def test_images_are_the_documented_ones() -> None:
 
 def test_keystore_redis_is_durable() -> None:
     command = _compose_config()["services"]["keystore-redis"]["command"]
-    args = command.split() if isinstance(command, str) else list(command)
+    args = (command if isinstance(command, str) else " ".join(command)).split()
 
     def value(flag: str) -> str:
         return str(args[args.index(flag) + 1])
@@ -92,3 +92,15 @@ def test_keystore_redis_takes_no_snapshots() -> None:
     command = _compose_config()["services"]["keystore-redis"]["command"]
     args = list(command)
     assert args[args.index("--save") + 1] == ""
+
+
+def test_keystore_redis_requires_the_dev_password_from_a_secret() -> None:
+    config = _compose_config()
+    service = config["services"]["keystore-redis"]
+    command = service["command"] if isinstance(service["command"], str) else " ".join(service["command"])
+    assert "requirepass" in command
+    assert "/run/secrets/keystore-redis-password" in command
+    assert "redis-server -" in command  # the password reaches Redis on stdin, not as an argument
+    secret = config["secrets"]["keystore-redis-password"]["file"]
+    assert str(secret).endswith("credentials/keystore-redis.password")
+    assert "REDISCLI_AUTH" in " ".join(service["healthcheck"]["test"])

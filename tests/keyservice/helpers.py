@@ -65,10 +65,17 @@ def public_pem(key: Ed25519PrivateKey) -> str:
     )
 
 
-def make_credentials(directory: Path) -> Credentials:
+def make_credentials(directory: Path, networks: dict[str, list[str]] | None = None) -> Credentials:
     """Master key, caller keys, callers file and signing key in `directory`, made by the product's own
-    `ensure_dev_credentials` (as `pulseseal services up` makes them)."""
+    `ensure_dev_credentials` (as `pulseseal services up` makes them); `networks` narrows a role's allowed
+    networks in the callers file."""
     ensure_dev_credentials(directory)
+    if networks:
+        callers_file = directory / "callers.json"
+        document = json.loads(callers_file.read_text())
+        for role, nets in networks.items():
+            document["callers"][role]["networks"] = nets
+        callers_file.write_text(json.dumps(document))
     creds = Credentials(
         directory,
         master_b64=(directory / "master.key").read_text().strip(),
@@ -76,6 +83,12 @@ def make_credentials(directory: Path) -> Credentials:
     )
     creds.keys = {role: load_private_key(creds.key_file(role)) for role in ROLES}
     return creds
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file mode 0600, as the services insist (pulseseal/secretfiles.py)."""
+    path.write_bytes(data)
+    path.chmod(0o600)
 
 
 def server_env(home: Path, creds: Credentials, redis_url: str, prefix: str, port: int) -> dict[str, str]:

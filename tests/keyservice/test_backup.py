@@ -165,3 +165,20 @@ async def test_backups_unreadable_after_covers_every_backup_key_that_exists(
     assert len(await redis.hgetall(keyring.key)) == 2  # one key per day, shared by that day's backups
     await keyring.for_backup(now)
     assert len(await redis.hgetall(keyring.key)) == 2
+
+
+async def test_a_symlink_planted_at_the_backup_name_is_never_followed(
+    store: KeyStore, redis: Redis, prefix: str, master: MasterKey, tmp_path: Path, keyring: BackupKeyring
+) -> None:
+    await store.current_keys(["planted"])
+    victim = tmp_path / "elsewhere" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text("keep me\n")
+    path = tmp_path / "keys.backup"
+    path.symlink_to(victim)
+    await backup_keystore(redis, master, prefix, path, keyring=keyring)
+    # The backup is written to a new file (O_EXCL|O_NOFOLLOW) and renamed over the name: the link itself
+    # is replaced, what it pointed to is untouched.
+    assert victim.read_text() == "keep me\n"
+    assert not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from starlette.requests import Request
 
-from keyservice.app import _read_body
+from keyservice.callers import CallerRegistry
+from keyservice.edge import Edge, RefusalLimiter
 from keyservice.wire.errors import RequestTimeout, RequestTooLarge
 from pulseseal.bodies import BodyTimeout, BodyTooLarge, read_limited
 
@@ -63,8 +64,11 @@ def _request(*parts: bytes, pause_s: float = 0.0, length: str | None = None) -> 
 
 
 async def test_the_key_service_answers_a_slow_body_with_408_and_a_large_one_with_413() -> None:
-    assert await _read_body(_request(b"{}", b"[]")) == b"{}[]"
+    edge = Edge(CallerRegistry({}), body_timeout_s=0.1, limiter=RefusalLimiter())
+    assert await edge.read_body(_request(b"{}", b"[]"), 1024) == b"{}[]"
     with pytest.raises(RequestTimeout):
-        await _read_body(_request(b"{", b"}", pause_s=0.2), timeout_s=0.1)
+        await edge.read_body(_request(b"{", b"}", pause_s=0.2), 1024)
     with pytest.raises(RequestTooLarge):
-        await _read_body(_request(b"{}", length=str(10**9)))
+        await edge.read_body(_request(b"{}", length=str(10**9)), 1024)
+    with pytest.raises(RequestTooLarge):  # a Unicode digit is not a length
+        await edge.read_body(_request(b"{}", length="\u00b2"), 1024)

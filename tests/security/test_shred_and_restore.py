@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import redis
 
+from keyservice.bootstrap import authenticated_url
 from keyservice.client import KeyServiceClient
 from pulseseal.envelope import IntegrityError, open_sealed, seal
 from pulseseal.settings import Settings
@@ -54,7 +55,7 @@ def own_env(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, 
         "PULSESEAL_KEYSERVICE_URL": f"http://127.0.0.1:{port}",
     }
     yield env
-    store = redis.Redis.from_url(Settings().keystore_redis_url)
+    store = redis.Redis.from_url(authenticated_url(Settings()))
     try:
         for name in store.scan_iter(match=f"{prefix}*", count=1000):
             store.delete(name)
@@ -113,7 +114,7 @@ def test_a_restore_from_before_a_shred_opens_everything_but_the_shredded_users_d
     own_env: dict[str, str], tmp_path: Path
 ) -> None:
     prefix = own_env["PULSESEAL_KEYSTORE_PREFIX"]
-    store = redis.Redis.from_url(Settings().keystore_redis_url)
+    store = redis.Redis.from_url(authenticated_url(Settings()))
     service = start("keyservice", ["keyservice"], own_env, tmp_path / "logs")
     try:
         wait_healthy(service, own_env["PULSESEAL_KEYSERVICE_URL"] + "/healthz")

@@ -75,7 +75,7 @@ async def test_refuses_a_master_key_that_does_not_match_the_store(
 
 
 def test_refuses_plain_http_off_loopback(env: dict[str, str]) -> None:
-    everywhere = "0.0.0.0"  # noqa: S104 - the refusal under test; nothing binds it
+    everywhere = "0.0.0.0"  # noqa: S104  # nosec B104  # the refusal under test; nothing binds it
     one_line_error(pulseseal("keyservice", "--host", everywhere, env=env), "refusing to serve plain HTTP")
 
 
@@ -188,6 +188,7 @@ async def test_rewrap_command(
     [before], _ = await store.current_keys(["moving"])
     new_file = tmp_path / "new-master.key"
     new_file.write_text(base64.b64encode(os.urandom(32)).decode())
+    new_file.chmod(0o600)
     result = pulseseal("keys", "rewrap", "--new-master-key", str(new_file), env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("re-wrapped 1 data keys under master key ")

@@ -29,6 +29,7 @@ ALL_FILES = {
     "keyservice.pem",
     "callers.json",
     "gateway-jwt.secret",
+    "keystore-redis.password",
 }
 
 
@@ -143,6 +144,7 @@ def test_every_default_caller_has_a_scope_except_the_gateway() -> None:
 def test_load_private_key_names_the_file_on_failure(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
+    bad.chmod(0o600)
 
     with pytest.raises(CredentialsError, match=r"bad\.pem is not an unencrypted PEM private key"):
         load_private_key(bad)

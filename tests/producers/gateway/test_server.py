@@ -47,6 +47,7 @@ class Server:
 def server(broker: str, keyservice: str, tmp_path: Path) -> Iterator[Server]:
     secret = tmp_path / "gateway-jwt.secret"
     secret.write_bytes(SECRET)
+    secret.chmod(0o600)
     port = free_port()
     env = cli_env(
         broker,
