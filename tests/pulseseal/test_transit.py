@@ -8,7 +8,7 @@ import base64
 import copy
 import dataclasses
 import json
-import pickle
+import pickle  # nosec B403  # the test proves keys refuse pickling; nothing is unpickled
 from pathlib import Path
 from typing import Any
 
