@@ -8,6 +8,7 @@ which message each event, dead letter and refusal belongs to — and the retries
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -53,6 +54,17 @@ class FakeCollection:
         if errors:
             raise BulkWriteError({"writeErrors": errors, "nInserted": inserted, "writeConcernErrors": []})
         return type("Result", (), {"inserted_ids": [d["_id"] for d in docs]})()
+
+    def find(self, query: dict[str, Any], projection: dict[str, int]) -> AsyncIterator[dict[str, Any]]:
+        """`{"_id": {"$in": ids}}`, as the store asks who owns the ids it was refused as duplicates."""
+        wanted = query["_id"]["$in"]
+
+        async def found() -> AsyncIterator[dict[str, Any]]:
+            for doc_id in wanted:
+                if doc_id in self.documents:
+                    yield {"_id": doc_id, "user_id": self.documents[doc_id]["user_id"]}
+
+        return found()
 
 
 class Sleeps:
