@@ -103,7 +103,9 @@ def create_app(service: KeyService) -> Starlette:
     async def _refusal(action: str, exc: KeyServiceError, call: _Call, peer: str) -> Response:
         # Written to the audit log before the answer leaves; an answer whose refusal cannot be recorded
         # is a 503, never a silent gap in the audit trail.
-        error = service.edge.limit(peer, exc)
+        # Only what the peer got wrong counts against its refusal budget; the service's own failures (5xx)
+        # are not the caller's to pay for.
+        error = service.edge.limit(peer, exc) if exc.status < 500 else exc
         try:
             await service.refuse(
                 action, error, call.request_id, call.user_ids, source=peer, authenticated=call.verified

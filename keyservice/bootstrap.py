@@ -141,14 +141,14 @@ def authenticated_url(settings: Settings) -> str:
 def connect_redis(url: str, password: str | None = None, *, max_connections: int = 128) -> Redis:
     """A client of the key-store Redis with the timeouts the service uses (`password`: unless in the URL).
 
-    Requests beyond `max_connections` wait for a connection (up to 5 s) instead of failing: a burst of
+    Requests beyond `max_connections` wait for a connection (up to 30 s) instead of failing: a burst of
     1000 shreds or key requests must queue, not answer 503.
     """
     pool = BlockingConnectionPool.from_url(
         url,
         password=password,
         max_connections=max_connections,
-        timeout=5,
+        timeout=30,
         decode_responses=False,
         socket_timeout=5,
         socket_connect_timeout=3,
@@ -250,7 +250,7 @@ async def _open(
         redis,
         store,
         retention_days=options.backup_retention_days,
-        stream_redis=connect_redis(options.redis_url, max_connections=10_000),
+        stream_redis=connect_redis(options.redis_url, options.redis_password, max_connections=10_000),
     )
     erasure.start()
     return KeyService(

@@ -63,6 +63,7 @@ class Erasure:
         self._now = now
         self._interval = sweep_interval_s
         self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @classmethod
     def for_store(
@@ -112,16 +113,20 @@ class Erasure:
             self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
-        while True:
+        # Stopped by an event as well as by cancellation: a cancellation that lands inside a Redis call can
+        # be absorbed by the client, and the sweep must not then sleep on for another interval.
+        while not self._stopping.is_set():
             try:
                 await self.sweep()
             except KeyServiceError as exc:
                 log.error("backup-key sweep failed (%s); trying again in %.0f s", exc.reason, self._interval)
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
 
     async def close(self) -> None:
         """End the shred streams and the sweep."""
         self.notices.closing = True
+        self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

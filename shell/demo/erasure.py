@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from keyservice.bootstrap import connect_redis
+from keyservice.bootstrap import connect_redis, keystore_redis_password
 from keyservice.residue import Residue, data_dir, search_files
 from pulseseal.settings import Settings
 
@@ -25,7 +25,7 @@ class DiskCheck:
 
 async def before_shred(settings: Settings, user_id: str) -> DiskCheck:
     """Read the user's wrapped keys and search the key store's files for them."""
-    redis = connect_redis(settings.keystore_redis_url)
+    redis = connect_redis(settings.keystore_redis_url, keystore_redis_password(settings))
     try:
         fields = await redis.hgetall(f"{settings.keystore_prefix}u:{user_id}")
         directory = await data_dir(redis)
