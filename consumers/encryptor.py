@@ -24,6 +24,7 @@ from typing import Any
 
 import aio_pika
 from aiormq.exceptions import AMQPConnectionError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from faststream import AckPolicy, FastStream
 from faststream.message import StreamMessage
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
@@ -34,8 +35,11 @@ from pymongo.errors import PyMongoError
 from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
 from consumers.deadletters import publish_dead_letters
+from consumers.manifests import ManifestWriter
 from consumers.messages import Decoded, decode_message, estimated_events
 from consumers.sealing import Backoff, KeySource, MessageResult, Sealer
+from consumers.store import InsertOutcome
+from consumers.usage import UsageReporter
 from pulseseal import mongo
 from pulseseal.settings import Settings, redact_url
 from pulseseal.topology import SEAL_QUEUE, declare_topology
@@ -99,6 +103,8 @@ class Encryptor:
         keys: Where current data keys come from.
         mongo_client: Client for the MongoDB-compatible server.
         clock: The clock for the 24 h future bound and `sealed_at` (injectable for tests).
+        manifest_key: The key that signs each flush's batch manifest (docs/replay.md); None writes none.
+        usage: Where seals per key version are counted and reported (None: not counted).
     """
 
     def __init__(
@@ -108,13 +114,24 @@ class Encryptor:
         mongo_client: AsyncMongoClient[dict[str, Any]],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        manifest_key: Ed25519PrivateKey | None = None,
+        usage: UsageReporter | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._collection = mongo.sealed_events(
             mongo_client, settings.mongo_db, write_concern=settings.mongo_write_concern
         )
-        self.sealer = Sealer(keys, self._collection, clock=clock)
+        self.manifests: ManifestWriter | None = None
+        if manifest_key is not None:
+            manifests = mongo.seal_manifests(
+                mongo_client, settings.mongo_db, write_concern=settings.mongo_write_concern
+            )
+            self.manifests = ManifestWriter(
+                manifests, self._collection, manifest_key, settings.manifest_signer, clock=clock
+            )
+        self.usage = usage
+        self.sealer = Sealer(keys, self._collection, clock=clock, after_store=self._stored)
         self.batcher: MicroBatcher[Delivered, MessageResult] = MicroBatcher(
             self.decode_and_seal,
             max_items=settings.batch_max_events,
@@ -143,6 +160,10 @@ class Encryptor:
         """Wait for RabbitMQ and MongoDB, declare the topology and the index, start the flusher."""
         await self._until_ready("RabbitMQ", self._declare_topology)
         await self._until_ready("MongoDB", lambda: mongo.ensure_indexes(self._collection))
+        if self.manifests is not None:
+            await self._until_ready("MongoDB", self.manifests.start)
+        if self.usage is not None:
+            self.usage.start()
         self.batcher.start()
         log.info(
             "encryptor ready",
@@ -154,6 +175,15 @@ class Encryptor:
         log.info("encryptor stopping: draining in-flight messages")
         await self.subscriber.stop()
         await self.batcher.close(SHUTDOWN_GRACE_S)
+        if self.usage is not None:
+            await self.usage.close(SHUTDOWN_GRACE_S)
+
+    async def _stored(self, docs: Sequence[dict[str, Any]], outcome: InsertOutcome) -> None:
+        # Before the ack: the manifest lists what is now stored (consumers/manifests.py).
+        if self.usage is not None:
+            self.usage.count(docs)
+        if self.manifests is not None:
+            await self.manifests.record(docs, outcome)
 
     async def handle(self, body: bytes, message: RabbitMessage) -> None:
         """Seal one message's events; ack after they are written or dead-lettered, else requeue."""

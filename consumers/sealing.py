@@ -19,13 +19,16 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from consumers import metrics
 from consumers.messages import USER_SHREDDED, Rejected
-from consumers.store import StoreUnavailable, insert_sealed
+from consumers.store import InsertOutcome, StoreUnavailable, insert_sealed
 from pulseseal.envelope import DataKey, seal_many
 from schemas import HealthEvent, canonical_json
 
 log = logging.getLogger("pulseseal.encryptor")
 
 T = TypeVar("T")
+# Called with a flush's documents and what the insert did, before any of its messages is acked: the
+# batch manifest (consumers/manifests.py) and the usage count are written there.
+AfterStore = Callable[[Sequence[dict[str, Any]], InsertOutcome], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,7 @@ class Sealer:
         keys: The key source.
         collection: `sealed_events`, with the write concern to honour.
         clock: The `sealed_at` clock (injectable for tests).
+        after_store: Called after each insert, before the batch's results are returned.
     """
 
     def __init__(
@@ -94,10 +98,12 @@ class Sealer:
         collection: AsyncCollection[dict[str, Any]],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        after_store: AfterStore | None = None,
     ) -> None:
         self._keys = keys
         self._collection = collection
         self._clock = clock
+        self._after_store = after_store
 
     async def flush(self, batches: Sequence[list[HealthEvent]]) -> list[MessageResult]:
         """Seal and durably store every event of `batches` (one list per message).
@@ -121,6 +127,8 @@ class Sealer:
             counts = _count_by_owner(owner, len(batches))
         docs = seal_many(sealable, keys, now=now)
         outcome = await self._retry("MongoDB", lambda: insert_sealed(self._collection, docs))
+        if self._after_store is not None:
+            await self._after_store(docs, outcome)
         if outcome.failed:
             owners = owner if owner is not None else [i for i, n in enumerate(counts) for _ in range(n)]
             for doc, index in zip(docs, owners, strict=True):

@@ -17,11 +17,13 @@ class StoreUnavailable(Exception):
 
 @dataclass(slots=True)
 class InsertOutcome:
-    """What one `insert_many` did: `failed` holds `_id`s the server refused for another reason."""
+    """What one `insert_many` did: `failed` holds `_id`s the server refused for another reason,
+    `duplicate_ids` those already stored (the batch manifest lists them as stored, docs/replay.md)."""
 
     stored: int = 0
     duplicates: int = 0
     failed: set[str] = field(default_factory=set)
+    duplicate_ids: set[str] = field(default_factory=set)
 
 
 async def insert_sealed(
@@ -49,6 +51,7 @@ async def insert_sealed(
         for error in details.get("writeErrors", []):
             if error.get("code") == DUPLICATE_KEY:
                 outcome.duplicates += 1
+                outcome.duplicate_ids.add(str(docs[error["index"]]["_id"]))
             else:
                 outcome.failed.add(str(docs[error["index"]]["_id"]))
         return outcome

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from keyservice.auth import RequestFacts, VerifiedCaller
 from keyservice.openapi import openapi_document
 from keyservice.service import KeyService
+from keyservice.usage import SealBudget
 from keyservice.wire.errors import (
     KeyServiceError,
     MethodNotAllowed,
@@ -39,6 +40,7 @@ from keyservice.wire.models import (
     parse_rfc3339,
     parse_user_id,
 )
+from keyservice.wire.usage import DEFAULT_SEAL_BUDGET, USAGE_PATH, UsageReport
 
 log = logging.getLogger(__name__)
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -103,8 +105,10 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(service: KeyService) -> Starlette:
-    """The ASGI app over a ready `KeyService` (whoever opened the service closes it)."""
+def create_app(service: KeyService, *, seal_budget: int = DEFAULT_SEAL_BUDGET) -> Starlette:
+    """The ASGI app over a ready `KeyService` (whoever opened the service closes it); a key version that
+    reaches `seal_budget` seals is rotated automatically (keyservice/usage.py)."""
+    budget = SealBudget(service, seal_budget)
 
     def endpoint(action: str, scope: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def route(request: Request) -> Response:
@@ -151,6 +155,11 @@ def create_app(service: KeyService) -> Starlette:
 
     async def decrypt(caller: VerifiedCaller, call: _Call) -> BaseModel:
         return await service.decrypt(caller, parse_body(DecryptRequest, call.body), call.request_id)
+
+    async def usage(caller: VerifiedCaller, call: _Call) -> BaseModel:
+        report = parse_body(UsageReport, call.body)
+        call.user_ids = sorted({entry.user_id for entry in report.usage})
+        return await budget.record(caller, report, call.request_id)
 
     async def replay(caller: VerifiedCaller, call: _Call) -> BaseModel:
         report = parse_body(ReplayReport, call.body)
@@ -205,6 +214,7 @@ def create_app(service: KeyService) -> Starlette:
     routes = [
         Route("/v1/keys/encrypt", endpoint("encrypt", "keys:encrypt", encrypt), methods=["POST"]),
         Route("/v1/keys/decrypt", endpoint("decrypt", "keys:decrypt", decrypt), methods=["POST"]),
+        Route(USAGE_PATH, endpoint("usage", "keys:encrypt", usage), methods=["POST"]),
         Route("/v1/users/{user_id}/rotate", endpoint("rotate", "keys:admin", rotate), methods=["POST"]),
         Route("/v1/users/{user_id}", endpoint("shred", "keys:admin", shred), methods=["DELETE"]),
         Route(

@@ -7,16 +7,20 @@ import logging
 from typing import Annotated, Any
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import start_http_server
 
 from consumers.encryptor import Encryptor, tune_garbage_collector
 from consumers.keys import KeyServiceSource
+from consumers.usage import UsageReporter
 from keyservice.client import KeyServiceClient
+from keyservice.client.usage import report_usage
 from keyservice.wire.errors import KeyServiceError
 from pulseseal import mongo
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings
 from shell.cli.errors import CliError
+from shell.credentials import ENCRYPTOR_SIGNING_KEY_FILE, CredentialsError, load_private_key
 
 log = logging.getLogger("pulseseal.encryptor")
 
@@ -43,12 +47,21 @@ def run(
         client = KeyServiceClient.from_settings(settings, "encryptor")
     except KeyServiceError as exc:
         raise CliError(f"{exc.detail}; run `pulseseal services up` to create dev credentials") from None
-    asyncio.run(_run(settings, client))
+    try:
+        manifest_key = load_private_key(
+            settings.credential(settings.encryptor_signing_key, ENCRYPTOR_SIGNING_KEY_FILE)
+        )
+    except CredentialsError as exc:
+        raise CliError(f"manifest signing key: {exc}") from None
+    asyncio.run(_run(settings, client, manifest_key))
 
 
-async def _run(settings: Settings, client: KeyServiceClient) -> None:
+async def _run(settings: Settings, client: KeyServiceClient, manifest_key: Ed25519PrivateKey) -> None:
     mongo_client: Any = mongo.connect(settings.mongo_url)
-    encryptor = Encryptor(settings, KeyServiceSource(client), mongo_client)
+    usage = UsageReporter(lambda counts: report_usage(client, counts), interval_s=settings.key_usage_report_s)
+    encryptor = Encryptor(
+        settings, KeyServiceSource(client), mongo_client, manifest_key=manifest_key, usage=usage
+    )
     tune_garbage_collector()
     try:
         await encryptor.app.run()
