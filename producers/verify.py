@@ -50,6 +50,10 @@ class Finding:
 
     def line(self) -> str:
         """The finding as one line (no event data: ids, manifest ids and what is wrong)."""
+        if self.kind == "manifest":
+            return f"{self.subject} is invalid: {self.detail}"
+        if self.kind == "chain":
+            return f"{self.subject} breaks its chain: {self.detail}"
         return f"{self.subject} {self.kind} ({self.detail})"
 
 
