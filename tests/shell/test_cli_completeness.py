@@ -19,11 +19,12 @@ import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 
 from consumers.store import insert_sealed
+from keyservice.client import KeyServiceClient
 from pulseseal import mongo
 from pulseseal.settings import Settings
 from tests.consumers.helpers import open_channel, publish_batch, wait_for
 from tests.manifests import dev_writer, manifests_of, store_listed
-from tests.processes import ROOT, Component, start, wait_logged
+from tests.processes import ROOT, Component, free_port, start, wait_healthy, wait_logged
 from tests.shell.test_cli_replay import (
     BASE,
     PURPOSE,
@@ -313,3 +314,52 @@ async def test_an_encryptor_killed_mid_drain_then_redelivered_still_verifies_cle
     whole = await verify_in_thread(env)
     assert whole.returncode == 0, whole.stderr.decode()
     assert whole.stdout.decode().startswith(f"verified {len(events)} records against ")
+
+
+# --- usage-budgeted rotation, end to end ---
+
+
+async def test_the_encryptor_reports_seals_and_a_tiny_budget_rotates_the_key(
+    store: Store, tmp_path: Path
+) -> None:
+    env, sealed = store
+    port = free_port()
+    env = {
+        **env,
+        "PULSESEAL_KEYSERVICE_PORT": str(port),
+        "PULSESEAL_KEYSERVICE_URL": f"http://127.0.0.1:{port}",
+        "PULSESEAL_KEY_SEAL_BUDGET": "50",
+        "PULSESEAL_KEY_USAGE_REPORT_S": "0.2",
+    }
+    keyservice = start("keyservice-budget", ["keyservice"], env, tmp_path)
+    try:
+        wait_healthy(keyservice, env["PULSESEAL_KEYSERVICE_URL"] + "/healthz")
+        user = new_user()
+        events = events_of(user, 200)
+        encryptor = start_encryptor(env, tmp_path)
+        try:
+            await publish(env, events[:60], 20)
+            await all_stored(sealed, [user], 60)
+            settings = Settings(keyservice_url=env["PULSESEAL_KEYSERVICE_URL"])
+
+            async def rotated() -> bool:
+                async with KeyServiceClient.from_settings(settings, "admin") as admin:
+                    records = await admin.audit(user_id=user)
+                return any(r.action == "rotate" and r.reason == "seal_budget" for r in records)
+
+            await wait_for(rotated, timeout_s=30, what="the automatic rotation")
+            await publish(env, events[60:], 20)
+            await all_stored(sealed, [user], len(events))
+        finally:
+            encryptor.stop()
+        async with KeyServiceClient.from_settings(settings, "admin") as admin:
+            automatic = [r for r in await admin.audit(user_id=user) if r.action == "rotate"]
+        first = automatic[0]
+        assert (first.caller, first.reason, first.versions) == ("keyservice", "seal_budget", [2])
+        versions = {doc["key_version"] async for doc in sealed.find({"user_id": user})}
+        assert {1, 2} <= versions  # sealed under the old version, then the new one
+        result = await replay_user(env, user)
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == canonical(events)
+    finally:
+        keyservice.stop()
