@@ -26,8 +26,9 @@ from keyservice.wire.models import (
     ReplayReport,
     VersionAnswer,
 )
+from keyservice.wire.usage import USAGE_PATH, UsageAnswer, UsageReport
 
-_REQUESTS: tuple[type[BaseModel], ...] = (EncryptRequest, DecryptRequest, ReplayReport)
+_REQUESTS: tuple[type[BaseModel], ...] = (EncryptRequest, DecryptRequest, ReplayReport, UsageReport)
 _ANSWERS: tuple[type[BaseModel], ...] = (
     EncryptAnswer,
     DecryptAnswer,
@@ -35,6 +36,7 @@ _ANSWERS: tuple[type[BaseModel], ...] = (
     ReceiptAnswer,
     AuditRecord,
     AuditAnswer,
+    UsageAnswer,
     Problem,
 )
 _USER_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": USER_ID_PATTERN}
@@ -123,6 +125,14 @@ def openapi_document() -> dict[str, Any]:
                     "keys:decrypt",
                     _answer("Keys found, and the ones missing with why.", DecryptAnswer),
                     body=DecryptRequest,
+                )
+            },
+            USAGE_PATH: {
+                "post": _operation(
+                    "Report seals per key version; a version that reaches the seal budget is rotated",
+                    "keys:encrypt",
+                    _answer("The keys rotated because of this report.", UsageAnswer),
+                    body=UsageReport,
                 )
             },
             "/v1/audit/replays": {
