@@ -118,14 +118,20 @@ def encryptor_env(scratch: Scratch, database: str, service: RunningKeyService, h
         "PULSESEAL_MONGO_DB": database,
         "PULSESEAL_KEYSERVICE_URL": service.url,
         "PULSESEAL_CALLER_KEY_FILE": str(service.credentials_dir / "encryptor.pem"),
+        "PULSESEAL_ENCRYPTOR_SIGNING_KEY": str(service.credentials_dir / "encryptor-signing.pem"),
     }
 
 
 @contextlib.asynccontextmanager
 async def encryptors(
-    count: int, env: Mapping[str, str], *, log_dir: Path | None = None
+    count: int, env: Mapping[str, str], *, log_dir: Path | None = None, manifests: bool = True
 ) -> AsyncIterator[list[EncryptorProcess]]:
-    """Start `count` encryptor processes together and wait until all are ready; stop them at the end."""
+    """Start `count` encryptor processes together and wait until all are ready; stop them at the end.
+
+    `manifests=False` runs `bench.plain_encryptor` instead of `pulseseal encryptor`: the same encryptor
+    without batch manifests, the baseline that prices them (a benchmark switch, not a product one).
+    """
+    command = ["shell", "encryptor"] if manifests else ["bench.plain_encryptor"]
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-enc-") as scratch_dir:
         where = log_dir or Path(scratch_dir)
         started: list[EncryptorProcess] = []
@@ -136,8 +142,7 @@ async def encryptors(
                     process = await asyncio.create_subprocess_exec(
                         sys.executable,
                         "-m",
-                        "shell",
-                        "encryptor",
+                        *command,
                         "--metrics-port",
                         "0",
                         env=dict(env),
@@ -206,6 +211,7 @@ async def drain(
     servers: Mapping[str, int] | None = None,
     per_message: int = 1000,
     preload: bool = True,
+    manifests: bool = True,
 ) -> Drain:
     """Pre-load `events` events as `per_message`-event messages, start `processes` encryptors, time the drain.
 
@@ -213,7 +219,8 @@ async def drain(
     (as fast as the broker confirms: a fraction of a second for 200 messages), so that several
     encryptors share the backlog from the start instead of the first one up taking a whole prefetch
     before the others are running. `on_ready` is called with the processes once they are all ready (a profiler can attach there);
-    `servers` names server processes whose CPU use is recorded beside the encryptors'.
+    `servers` names server processes whose CPU use is recorded beside the encryptors'. `manifests=False`
+    drains with encryptors that write no batch manifests (the baseline that prices them).
 
     Raises:
         EncryptorFailed: an encryptor died, or the drain did not finish within `timeout_s`.
@@ -227,7 +234,10 @@ async def drain(
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-home-") as home:
         env = encryptor_env(scratch, database, service, Path(home)) | dict(extra_env or {})
         starting = time.perf_counter()
-        async with encryptors(processes, env) as running, httpx.AsyncClient(timeout=5) as http:
+        async with (
+            encryptors(processes, env, manifests=manifests) as running,
+            httpx.AsyncClient(timeout=5) as http,
+        ):
             ready_spread = time.perf_counter() - starting
             if on_ready is not None:
                 await on_ready(running)

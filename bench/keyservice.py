@@ -71,6 +71,8 @@ def write_credentials(directory: Path) -> Ed25519PrivateKey:
         "master.key": base64.b64encode(os.urandom(32)),
         "keyservice.pem": _pem(Ed25519PrivateKey.generate()),
         "encryptor.pem": _pem(encryptor),
+        # The encryptors' manifest signing key (docs/replay.md): the drain writes manifests as in production.
+        "encryptor-signing.pem": _pem(Ed25519PrivateKey.generate()),
         "callers.json": json.dumps(
             {
                 "callers": {

@@ -56,7 +56,7 @@ def run(
     asyncio.run(_run(settings, client, manifest_key))
 
 
-async def _run(settings: Settings, client: KeyServiceClient, manifest_key: Ed25519PrivateKey) -> None:
+async def _run(settings: Settings, client: KeyServiceClient, manifest_key: Ed25519PrivateKey | None) -> None:
     mongo_client: Any = mongo.connect(settings.mongo_url)
     usage = UsageReporter(lambda counts: report_usage(client, counts), interval_s=settings.key_usage_report_s)
     encryptor = Encryptor(
