@@ -38,16 +38,16 @@ from pulseseal.manifest import (
     document_hash,
     manifest_id,
     manifest_root,
+    pack_parts,
     read_header,
     sign_header,
-    user_root,
 )
 
 log = logging.getLogger("pulseseal.encryptor")
 
 T = TypeVar("T")
 
-HEADER_FIELDS = {"users": False}  # a projection: everything but the (large) listings
+HEADER_FIELDS = {"users": False, "parts": False}  # a projection: everything but the (large) listings
 
 
 class ManifestWriter:
@@ -90,7 +90,7 @@ class ManifestWriter:
         Raises:
             PyMongoError: MongoDB is not answering (the encryptor retries start-up).
         """
-        await self._manifests.create_index([("users.u", ASCENDING)], name="users_u")
+        await self._manifests.create_index([("users", ASCENDING)], name="users")
         await self._manifests.create_index(
             [("signer", ASCENDING), ("created_at", DESCENDING)], name="signer_created_at"
         )
@@ -125,17 +125,7 @@ class ManifestWriter:
             users.setdefault(doc["user_id"], []).append(
                 Listing(doc["_id"], to_millis(doc["occurred_at"]), digest)
             )
-        roots = {user: user_root(user, found) for user, found in users.items()}
-        entries = [
-            {
-                "u": user,
-                "r": roots[user],
-                "ids": [item.doc_id for item in found],
-                "t": [item.occurred_ms for item in found],
-                "h": b"".join(item.digest for item in found),
-            }
-            for user, found in users.items()
-        ]
+        order, parts, roots = pack_parts(users)
         root = manifest_root(roots)
         # One manifest at a time, in sequence order: a later one is never stored ahead of an earlier.
         async with self._lock:
@@ -162,7 +152,8 @@ class ManifestWriter:
                 "created_at": created,
                 "root": root,
                 "docs": header.docs,
-                "users": entries,
+                "users": order,
+                "parts": parts,
                 "sig": sign_header(header, self._key),
             }
             await self._retry(lambda: self._insert(document))

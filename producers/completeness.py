@@ -53,7 +53,7 @@ class UserCompleteness:
         """
         check = cls(window, report)
         starts: dict[str, int] = {}
-        async for document in manifests.find({"users.u": user_id}, batch_size=50):
+        async for document in manifests.find({"users": user_id}, batch_size=50):
             try:
                 verified = verify_manifest(document, public_keys, users={user_id})
             except ManifestInvalid as exc:

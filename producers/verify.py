@@ -34,7 +34,7 @@ from pulseseal.manifest import (
 
 PARTITION_DOCUMENTS = 250_000  # listings held in memory at once by `verify_store`, about
 BATCH = 500
-HEADER_ONLY = {"users": False}
+HEADER_ONLY = {"users": False, "parts": False}
 
 Report = Callable[["Finding"], None]
 FetchHeader = Callable[[str], Awaitable[Mapping[str, Any] | None]]

@@ -185,8 +185,8 @@ async def test_a_validly_sealed_record_no_manifest_lists_is_reported(
     ("edit", "why"),
     [
         ({"$set": {"created_at": BASE}}, "signature does not verify"),
-        ({"$set": {"users.0.r": bytes(32)}}, "root does not match the users' parts"),
-        ({"$set": {"users.0.t.0": 0}}, "a user's part does not match its root"),
+        ({"$set": {"root": bytes(32)}}, "signature does not verify"),
+        ({"$push": {"users": "someone-else"}}, "malformed manifest"),
     ],
 )
 async def test_an_edited_manifest_fails_its_check(
@@ -195,7 +195,7 @@ async def test_an_edited_manifest_fails_its_check(
     env, sealed = store
     user, _, _ = await stored_user(store, ks_settings, 10, flushes=1)
     manifests = manifests_of(sealed)
-    manifest = await manifests.find_one({"users.u": user})
+    manifest = await manifests.find_one({"users": user})
     assert manifest is not None
     await manifests.update_one({"_id": manifest["_id"]}, edit)
 
@@ -221,7 +221,7 @@ async def test_a_deleted_manifest_leaves_a_gap_in_its_chain(store: Store, ks_set
     # Records and manifest of the middle flush gone together: only the chain tells.
     second = await manifests.find_one({"_id": f"{writer.chain}:000000000002"})
     assert second is not None
-    await sealed.delete_many({"_id": {"$in": second["users"][0]["ids"]}})
+    await sealed.delete_many({"_id": {"$in": [doc["_id"] for doc in docs[3:6]]}})
     await manifests.delete_one({"_id": second["_id"]})
 
     result = await replay_user(env, user)
@@ -363,3 +363,23 @@ async def test_the_encryptor_reports_seals_and_a_tiny_budget_rotates_the_key(
         assert result.stdout == canonical(events)
     finally:
         keyservice.stop()
+
+
+async def test_a_listing_edited_inside_a_manifest_fails_the_users_part(
+    store: Store, ks_settings: Settings
+) -> None:
+    env, sealed = store
+    user, _, _ = await stored_user(store, ks_settings, 5, flushes=1)
+    manifests = manifests_of(sealed)
+    manifest = await manifests.find_one({"users": user})
+    assert manifest is not None
+    parts = bytearray(manifest["parts"])
+    parts[-1] ^= 0x01  # the last byte of the last listing's document hash
+    await manifests.update_one({"_id": manifest["_id"]}, {"$set": {"parts": bytes(parts)}})
+
+    result = await replay_user(env, user)
+
+    assert result.returncode == 3
+    assert lines(result.stderr)[0] == (
+        f"replay: manifest {manifest['_id']} is invalid: a user's part does not match its root"
+    )
