@@ -112,6 +112,7 @@ def ensure_dev_credentials(directory: Path, *, random_bytes: RandomBytes = os.ur
     report.warnings.extend(_mismatches(directory / CALLERS_FILE, public_keys))
     signing = public_key_pem(load_private_key(directory / ENCRYPTOR_SIGNING_KEY_FILE))
     create(MANIFEST_KEYS_FILE, lambda: manifest_keys_document({MANIFEST_SIGNER: signing}).encode() + b"\n")
+    report.warnings.extend(_manifest_key_mismatch(directory / MANIFEST_KEYS_FILE, signing))
     return report
 
 
@@ -195,6 +196,20 @@ def _write_new(path: Path, content: bytes) -> bool:
     finally:
         tmp.unlink(missing_ok=True)
     return True
+
+
+def _manifest_key_mismatch(keys_file: Path, signing_pem: str) -> list[str]:
+    """A warning when a kept manifest keys file does not hold the signing key's public half."""
+    try:
+        listed = json.loads(keys_file.read_text(encoding="utf-8")).get("keys", {})
+    except (OSError, ValueError, AttributeError):
+        return [f"{keys_file} is not a readable manifest keys file; delete it to have it made again"]
+    if not isinstance(listed, dict) or listed.get(MANIFEST_SIGNER) != signing_pem:
+        return [
+            f"{keys_file} does not hold the key of {ENCRYPTOR_SIGNING_KEY_FILE}; replay will find every "
+            "new manifest's signature bad: delete it to have it made again"
+        ]
+    return []
 
 
 def _mismatches(callers_file: Path, public_keys: Mapping[str, str]) -> list[str]:

@@ -161,3 +161,16 @@ def test_manifest_keys_hold_the_public_half_of_the_encryptor_signing_key(tmp_pat
     assert set(keys) == {"encryptor"}
     keys["encryptor"].verify(signing.sign(b"manifest"), b"manifest")  # raises if they do not belong together
     assert (tmp_path / "manifest-keys.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_kept_manifest_keys_file_that_does_not_match_the_signing_key_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    ensure_dev_credentials(tmp_path)
+    (tmp_path / "encryptor-signing.pem").unlink()
+
+    report = ensure_dev_credentials(tmp_path)
+
+    assert report.created == ["encryptor-signing.pem"]
+    [warning] = report.warnings
+    assert "manifest-keys.json does not hold the key of encryptor-signing.pem" in warning
