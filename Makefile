@@ -29,9 +29,10 @@ services: install  ## install (if missing) and start RabbitMQ, the key-store Red
 services-down: install  ## stop the local servers
 	$(BIN)/pulseseal services down
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, bandit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -c pyproject.toml -r schemas pulseseal producers consumers keyservice shell bench tests
 
 format: install  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .

@@ -141,7 +141,8 @@ async def run_baseline(
     """
     await scratch.reset_queues()
     database = scratch.new_database()
-    sent = await publish(scratch.amqp_url, workload.singles(events))
+    # Unsealed: the pipelines compared with have no transport sealing (see bench.traffic.publish).
+    sent = await publish(scratch.amqp_url, workload.singles(events), sealer=None)
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-base-") as home:
         env = encryptor_env(scratch, database, service, Path(home)) | {"BENCH_PEER_USERS": str(peer_users)}
         log_path = Path(home) / f"{kind}.log"

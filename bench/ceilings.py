@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from bench.scratch import Scratch
 from bench.timing import Rate, measure_rate
-from bench.traffic import Workload, make_workload, publish
+from bench.traffic import LocalSealer, Workload, make_workload, publish
 from consumers.messages import decode_message
 from pulseseal import mongo
 from pulseseal.envelope import DataKey, seal_many
@@ -44,7 +44,7 @@ async def raw_consume(scratch: Scratch, workload: Workload, events: int, *, pref
     """Events per second of a bare consumer over `events` events pre-loaded as 1000-event messages."""
     await scratch.reset_queues()
     messages = workload.batches(events)
-    await publish(scratch.amqp_url, messages)
+    await publish(scratch.amqp_url, messages, sealer=LocalSealer())
     connection = await aio_pika.connect(scratch.amqp_url, timeout=10)
     async with connection:
         channel = await connection.channel()
@@ -91,7 +91,7 @@ async def raw_insert(scratch: Scratch, batches: Sequence[list[dict[str, Any]]], 
     """
     database = scratch.new_database()
     collection = mongo.sealed_events(scratch.mongo, database, write_concern="journaled")
-    await mongo.ensure_indexes(collection)
+    await mongo.ensure_indexes(collection, postgresql=scratch.postgresql)
     slots = asyncio.Semaphore(in_flight)
 
     async def insert(docs: list[dict[str, Any]]) -> None:

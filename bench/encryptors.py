@@ -1,6 +1,6 @@
 """Encryptors as real processes, and the drain: how fast they empty a pre-loaded queue.
 
-`python -m pulseseal encryptor --metrics-port 0` runs with the benchmark's virtual host, a database of its
+`pulseseal encryptor --metrics-port 0` (started and awaited through `shell.processes`) runs with the benchmark's virtual host, a database of its
 own and the benchmark's key service. Progress is read from each process's Prometheus `/metrics`
 (`pulseseal_events_sealed_total` + `pulseseal_events_duplicate_total`: an event counts once it is durably
 stored), polled every `POLL_S`; peak RSS is the kernel's high-water mark (`VmHWM` in
@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
-import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,12 +27,14 @@ from bench.cpu import CpuMeter
 from bench.keyservice import RunningKeyService
 from bench.scratch import Scratch
 from bench.traffic import Message, Workload, publish
+from keyservice.client.transport_public import TransportSealer
+from pulseseal.ferretdb_sql import child_env
+from shell.processes import Child, StartFailed, spawn_encryptor
 
 # Every scrape costs the encryptor CPU it would otherwise spend on the drain (a thread and a connection
 # per request in prometheus-client's server; 19 % of the encryptor's samples in a py-spy profile at
 # 0.05 s): 0.1 s halves that and still times a 25 s drain to 0.4 %. Production scrapes every 15 s.
 POLL_S = 0.1
-_PORT = re.compile(r'"msg": "metrics on port (\d+)"')
 SEALED = "pulseseal_events_sealed_total"
 DUPLICATES = "pulseseal_events_duplicate_total"
 HITS = "pulseseal_key_cache_hits_total"
@@ -46,38 +47,38 @@ class EncryptorFailed(RuntimeError):
 
 @dataclass(slots=True)
 class EncryptorProcess:
-    """One running encryptor."""
+    """One running encryptor (`shell.processes`)."""
 
-    process: asyncio.subprocess.Process
-    log_path: Path
+    child: Child
     metrics_url: str = ""
 
     @property
     def pid(self) -> int:
         """The process id (for py-spy and /proc)."""
-        return self.process.pid
+        return self.child.process.pid
+
+    def exited(self) -> bool:
+        """Whether the process has exited."""
+        return not self.child.running()
 
     def last_log_line(self) -> str:
         """The last line it logged (never event data: the encryptor logs ids and counts only)."""
-        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        if self.child.log is None:
+            return "no output"
+        lines = self.child.log.read_text(errors="replace").strip().splitlines()
         return lines[-1][:300] if lines else "no output"
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Wait until it logged its metrics port and "encryptor ready".
+        """Wait until its `/readyz` answers 200.
 
         Raises:
             EncryptorFailed: it exited or did not get ready in time.
         """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            text = self.log_path.read_text(errors="replace")
-            port = _PORT.search(text)
-            if port and "encryptor ready" in text:
-                self.metrics_url = f"http://127.0.0.1:{port.group(1)}/metrics"
-                return
-            if self.process.returncode is not None or time.monotonic() > deadline:
-                raise EncryptorFailed(f"encryptor did not start: {self.last_log_line()}")
-            await asyncio.sleep(0.05)
+        try:
+            port = await self.child.wait_encryptor_ready_async(timeout_s)
+        except StartFailed:
+            raise EncryptorFailed(f"encryptor did not start: {self.last_log_line()}") from None
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
 
     async def metrics(self, http: httpx.AsyncClient) -> dict[str, float]:
         """Its counters and gauges by sample name (labels summed)."""
@@ -98,14 +99,7 @@ class EncryptorProcess:
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after `timeout_s`."""
-        if self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout_s)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+        await self.child.stop_async(timeout_s)
 
 
 def encryptor_env(scratch: Scratch, database: str, service: RunningKeyService, home: Path) -> dict[str, str]:
@@ -119,6 +113,7 @@ def encryptor_env(scratch: Scratch, database: str, service: RunningKeyService, h
         "PULSESEAL_KEYSERVICE_URL": service.url,
         "PULSESEAL_CALLER_KEY_FILE": str(service.credentials_dir / "encryptor.pem"),
         "PULSESEAL_ENCRYPTOR_SIGNING_KEY": str(service.credentials_dir / "encryptor-signing.pem"),
+        **child_env(scratch.postgresql),  # where the encryptor makes the store's GIN indexes
     }
 
 
@@ -131,29 +126,47 @@ async def encryptors(
     `manifests=False` runs `bench.plain_encryptor` instead of `pulseseal encryptor`: the same encryptor
     without batch manifests, the baseline that prices them (a benchmark switch, not a product one).
     """
-    command = ["shell", "encryptor"] if manifests else ["bench.plain_encryptor"]
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-enc-") as scratch_dir:
         where = log_dir or Path(scratch_dir)
         started: list[EncryptorProcess] = []
         try:
             for index in range(count):
-                log_path = where / f"encryptor-{index}.log"
-                with log_path.open("wb") as log:
-                    process = await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        *command,
-                        "--metrics-port",
-                        "0",
-                        env=dict(env),
-                        stdout=log,
-                        stderr=asyncio.subprocess.STDOUT,
-                    )
-                started.append(EncryptorProcess(process, log_path))
+                name = f"encryptor-{index}"
+                log_path = where / f"{name}.log"
+                if manifests:
+                    child = spawn_encryptor(name, where, env=env, log=log_path, append=False)
+                else:
+                    child = _spawn_plain(name, where, env, log_path)
+                started.append(EncryptorProcess(child))
             await asyncio.gather(*(p.wait_ready() for p in started))
             yield started
         finally:
             await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
+
+
+def _spawn_plain(name: str, where: Path, env: Mapping[str, str], log_path: Path) -> Child:
+    # `spawn_encryptor` with `python -m bench.plain_encryptor` in place of `pulseseal encryptor`.
+    port_file = where / f"{name}.port"
+    port_file.unlink(missing_ok=True)
+    args = [
+        sys.executable,
+        "-m",
+        "bench.plain_encryptor",
+        "--metrics-port",
+        "0",
+        "--port-file",
+        str(port_file),
+    ]
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            args,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Child(name, process, log_path, port_file, group=True)
 
 
 @dataclass(slots=True)
@@ -230,13 +243,13 @@ async def drain(
     messages = workload.batches(events, per_message)
     sent, publish_seconds = 0, 0.0
     if preload:
-        sent, publish_seconds = await _timed_publish(scratch, messages)
+        sent, publish_seconds = await _timed_publish(scratch, messages, service)
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-home-") as home:
         env = encryptor_env(scratch, database, service, Path(home)) | dict(extra_env or {})
         starting = time.perf_counter()
         async with (
-            encryptors(processes, env, manifests=manifests) as running,
-            httpx.AsyncClient(timeout=5) as http,
+            encryptors(processes, env) as running,
+            httpx.AsyncClient(timeout=5, trust_env=False) as http,
         ):
             ready_spread = time.perf_counter() - starting
             if on_ready is not None:
@@ -244,7 +257,7 @@ async def drain(
             meter = CpuMeter({f"encryptor_{i}": p.pid for i, p in enumerate(running)} | dict(servers or {}))
             meter.start()
             if not preload:
-                sent, publish_seconds = await _timed_publish(scratch, messages)
+                sent, publish_seconds = await _timed_publish(scratch, messages, service)
             result = await _watch(running, http, sent, timeout_s)
             result.cores = meter.stop()
             result.publish_seconds = publish_seconds
@@ -254,9 +267,12 @@ async def drain(
     return result
 
 
-async def _timed_publish(scratch: Scratch, messages: list[Message]) -> tuple[int, float]:
-    started = time.perf_counter()
-    sent = await publish(scratch.amqp_url, messages)
+async def _timed_publish(
+    scratch: Scratch, messages: list[Message], service: RunningKeyService
+) -> tuple[int, float]:
+    async with TransportSealer(service.url) as sealer:
+        started = time.perf_counter()
+        sent = await publish(scratch.amqp_url, messages, sealer=sealer)
     return sent, time.perf_counter() - started
 
 
@@ -291,7 +307,7 @@ async def _watch(
                 per_process=[r.get(SEALED, 0.0) + r.get(DUPLICATES, 0.0) for r in readings],
             )
         for process in running:
-            if process.process.returncode is not None:
+            if process.exited():
                 raise EncryptorFailed(f"an encryptor exited during the drain: {process.last_log_line()}")
         if now > deadline:
             raise EncryptorFailed(f"the drain did not finish in {timeout_s:.0f} s ({done:.0f}/{expected})")

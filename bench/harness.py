@@ -71,6 +71,19 @@ SCENARIOS: tuple[ScenarioSpec, ...] = (
         ("amqp", "mongo", "keystore"),
     ),
     ScenarioSpec(5, "producers", "Producers: gateway and importer", "bench.producers", ("amqp",)),
+    ScenarioSpec(
+        6,
+        "replay",
+        "Replay: one user's 1,000 events among 10k and 1M sealed documents",
+        "bench.replay",
+        ("mongo",),
+    ),
+    ScenarioSpec(
+        7,
+        "encryptor_core",
+        "Encryptor per core, store excluded: transport open, decode, seal, a sink that costs nothing",
+        "bench.encryptor_core",
+    ),
 )
 
 

@@ -13,14 +13,8 @@ the sequential loop (one caller; the service is not saturated by it).
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
 import os
 import secrets
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -28,15 +22,16 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 from bench.harness import BenchContext
 from bench.results import Figure, ScenarioResult
 from bench.timing import Latency, latency
+from keyservice.bootstrap import authenticated_url
 from keyservice.client import KeyServiceClient
+from shell.credentials import ensure_dev_credentials, load_private_key
+from shell.processes import StartFailed, free_port, spawn
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,52 +45,11 @@ class RunningKeyService:
     """Holds `encryptor.pem`: an encryptor process of a later scenario can use it as its caller key."""
 
 
-def _pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _public_pem(key: Ed25519PrivateKey) -> str:
-    public = key.public_key()
-    return public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-
-
 def write_credentials(directory: Path) -> Ed25519PrivateKey:
-    """Throwaway key service credentials in `directory`; returns the `encryptor` caller's private key."""
-    directory.mkdir(parents=True, mode=0o700)
-    encryptor = Ed25519PrivateKey.generate()
-    files = {
-        "master.key": base64.b64encode(os.urandom(32)),
-        "keyservice.pem": _pem(Ed25519PrivateKey.generate()),
-        "encryptor.pem": _pem(encryptor),
-        # The encryptors' manifest signing key (docs/replay.md): the drain writes manifests as in production.
-        "encryptor-signing.pem": _pem(Ed25519PrivateKey.generate()),
-        "callers.json": json.dumps(
-            {
-                "callers": {
-                    "encryptor": {
-                        "public_key": _public_pem(encryptor),
-                        "scopes": ["keys:encrypt"],
-                        "networks": ["127.0.0.0/8"],
-                    }
-                }
-            }
-        ).encode(),
-    }
-    for name, content in files.items():
-        path = directory / name
-        path.write_bytes(content)
-        path.chmod(0o600)
-    return encryptor
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Throwaway key service credentials in `directory`, made as `pulseseal services up` makes them;
+    returns the `encryptor` caller's private key."""
+    ensure_dev_credentials(directory)
+    return load_private_key(directory / "encryptor.pem")
 
 
 @asynccontextmanager
@@ -108,7 +62,7 @@ async def keyservice_process(
         RuntimeError: it did not become healthy in time (the message has the last line it logged).
     """
     prefix = f"pulseseal:bench:{secrets.token_hex(4)}:"
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-") as home:
         credentials = Path(home) / "credentials"
         encryptor = write_credentials(credentials)
@@ -122,51 +76,22 @@ async def keyservice_process(
             "PULSESEAL_KEYSERVICE_PORT": str(port),
         }
         log_path = Path(home) / "keyservice.log"
-        with log_path.open("wb") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "shell",
-                "keyservice",
-                "--log-level",
-                "warning",
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        child = spawn(
+            "keyservice", ["keyservice", "--log-level", "warning"], env=env, log=log_path, append=False
+        )
         url = f"http://127.0.0.1:{port}"
         try:
-            await _wait_healthy(url, process, log_path, start_timeout_s)
-            yield RunningKeyService(url, encryptor, prefix, credentials)
-        finally:
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 10)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
-            await _delete_prefix(redis_url, prefix)
-
-
-async def _wait_healthy(
-    url: str, process: asyncio.subprocess.Process, log_path: Path, timeout_s: float
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(timeout=2.0) as http:
-        while True:
             try:
-                if (await http.get(url + "/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if process.returncode is not None or time.monotonic() > deadline:
-                text = await asyncio.to_thread(log_path.read_text, errors="replace")
-                lines = text.strip().splitlines()
+                await child.wait_ready_async(url + "/healthz", start_timeout_s)
+            except StartFailed:
+                lines = log_path.read_text(errors="replace").strip().splitlines()
                 raise RuntimeError(
                     f"the benchmark's key service did not start: {lines[-1] if lines else 'no output'}"
-                )
-            await asyncio.sleep(0.1)
+                ) from None
+            yield RunningKeyService(url, encryptor, prefix, credentials)
+        finally:
+            await child.stop_async(10)
+            await _delete_prefix(redis_url, prefix)
 
 
 async def _delete_prefix(redis_url: str, prefix: str) -> None:
@@ -186,7 +111,7 @@ async def _delete_prefix(redis_url: str, prefix: str) -> None:
 
 def shared_keyservice(ctx: BenchContext) -> AbstractAsyncContextManager[RunningKeyService]:
     """The opener for `ctx.shared("keyservice", ...)`."""
-    return keyservice_process(ctx.settings.keystore_redis_url)
+    return keyservice_process(authenticated_url(ctx.settings))
 
 
 async def sequential(

@@ -31,6 +31,7 @@ from bench.keyservice import RunningKeyService
 from bench.scratch import Scratch
 from bench.timing import Latency, latency
 from bench.traffic import Workload
+from keyservice.client.transport_public import TransportSealer
 from pulseseal.topology import BATCH_ROUTING_KEY, NDJSON, declare_topology
 
 POLL_S = 0.025
@@ -68,13 +69,19 @@ async def offered_load(
         RuntimeError: not everything was stored within `settle_s` after the schedule ended.
     """
     messages = min(int(rate * seconds / per_message), len(workload.lines) // per_message)
+    bodies = [batch.body for batch in workload.batches(messages * per_message, per_message)]
     interval = per_message / rate
     await scratch.reset_queues()
     database = scratch.new_database()
     published: list[float] = []
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-home-") as home:
         env = encryptor_env(scratch, database, service, Path(home))
-        async with encryptors(1, env) as running, httpx.AsyncClient(timeout=5) as http:
+        async with (
+            encryptors(1, env) as running,
+            httpx.AsyncClient(timeout=5, trust_env=False) as http,
+            TransportSealer(service.url) as sealer,
+        ):
+            await sealer.public_key()  # fetched before the schedule starts
             samples: list[tuple[float, float]] = []
             poller = asyncio.create_task(_poll(running[0], http, samples))
             connection = await aio_pika.connect(scratch.amqp_url, timeout=10)
@@ -87,11 +94,13 @@ async def offered_load(
                     delay = started + index * interval - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    lines = workload.lines[index * per_message : (index + 1) * per_message]
+                    # Sealed on the schedule, as a producer does: its cost is part of the latency.
+                    sealed = await sealer.seal(bodies[index], NDJSON)
                     message = aio_pika.Message(
-                        b"\n".join(lines) + b"\n",
+                        sealed.body,
                         content_type=NDJSON,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        headers=sealed.headers,
                     )
                     published.append(time.perf_counter())
                     sends.append(asyncio.create_task(exchange.publish(message, BATCH_ROUTING_KEY)))

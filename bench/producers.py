@@ -19,7 +19,6 @@ import os
 import random
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,10 @@ import httpx
 import jwt
 
 from bench.harness import BenchContext
+from bench.keyservice import shared_keyservice
 from bench.results import Figure, ScenarioResult
 from bench.scratch import rabbitmqctl, shared_scratch
+from shell.processes import Child, StartFailed, free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 PULSESEAL = str(Path(sys.executable).with_name("pulseseal"))
@@ -203,9 +204,7 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-def start_gateway(
-    amqp_url: str, port: int, extra_env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
+def start_gateway(amqp_url: str, port: int, extra_env: dict[str, str] | None = None) -> Child:
     """`pulseseal gateway` on `port`, once its /healthz answers 200.
 
     Raises:
@@ -214,17 +213,14 @@ def start_gateway(
     env = (
         os.environ | (extra_env or {}) | {"PULSESEAL_AMQP_URL": amqp_url, "PULSESEAL_GATEWAY_PORT": str(port)}
     )
-    process = subprocess.Popen([PULSESEAL, "gateway"], env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the gateway did not become ready within 30 s")
+    # Its output is not kept: a request log line each would be measured as the gateway's work.
+    gateway = spawn("gateway", ["gateway"], env=env, log=Path(os.devnull))
+    try:
+        gateway.wait_ready(f"http://127.0.0.1:{port}/healthz", 30)
+    except StartFailed:
+        gateway.kill()
+        raise RuntimeError("the gateway did not become ready within 30 s") from None
+    return gateway
 
 
 # --- importer --------------------------------------------------------------------------------------
@@ -263,6 +259,8 @@ def bench_importer(path: Path, amqp_url: str, extra_env: dict[str, str] | None =
 async def run(ctx: BenchContext, result: ScenarioResult) -> None:
     """Measure the gateway (16 clients, 100-event requests) and the importer on generated files."""
     scratch = await ctx.shared("scratch", shared_scratch)
+    # Producers seal every message under the key service's transport key (contract §4).
+    service = await ctx.shared("keyservice", shared_keyservice)
     seconds, warmup = ctx.pick(quick=(5.0, 1.0), full=(15.0, 2.0))
     files = ctx.pick(quick=(100_000,), full=(1_000_000, 100_000))
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-gw-") as home:
@@ -273,8 +271,9 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
             "PULSESEAL_HOME": home,
             "PULSESEAL_GATEWAY_JWT_SECRET_FILE": str(secret_file),
             "PULSESEAL_GATEWAY_HOST": "127.0.0.1",
+            "PULSESEAL_KEYSERVICE_URL": service.url,
         }
-        port = _free_port()
+        port = free_port()
         ctx.say(f"  producers: gateway, 16 clients, 100-event requests, {seconds:.0f} s")
         gateway = await asyncio.to_thread(start_gateway, scratch.amqp_url, port, env)
         try:
@@ -282,8 +281,7 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
                 f"http://127.0.0.1:{port}", secret.encode(), seconds=seconds, warmup_s=warmup
             )
         finally:
-            gateway.terminate()
-            await asyncio.to_thread(gateway.wait, 30)
+            await gateway.stop_async(30)
     await scratch.reset_queues()
     result.add(
         Figure(
@@ -302,7 +300,7 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
         with tempfile.TemporaryDirectory(prefix="pulseseal-bench-import-") as folder:
             path = Path(folder) / "events.ndjson"
             await asyncio.to_thread(generate_ndjson, path, lines, seed=ctx.seed)
-            env = {"PULSESEAL_HOME": folder}
+            env = {"PULSESEAL_HOME": folder, "PULSESEAL_KEYSERVICE_URL": service.url}
             imported = await asyncio.to_thread(bench_importer, path, scratch.amqp_url, env)
         await scratch.reset_queues()
         tag = "" if lines == files[0] else f"_{lines // 1000}k"
@@ -330,12 +328,6 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
 # --- scratch vhost and main ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run both benchmarks and print their results as JSON lines."""
     parser = argparse.ArgumentParser(
@@ -357,15 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     amqp_url = args.amqp_url.rstrip("/") + "/" + vhost
     try:
         if "gateway" not in args.skip:
-            port = _free_port()
+            port = free_port()
             gateway = start_gateway(amqp_url, port)
             try:
                 secret = args.secret_file.read_text(encoding="utf-8").strip().encode()
                 result = asyncio.run(bench_gateway(f"http://127.0.0.1:{port}", secret, seconds=args.seconds))
                 print(json.dumps({"bench": "gateway"} | asdict(result)), flush=True)
             finally:
-                gateway.terminate()
-                gateway.wait(timeout=30)
+                gateway.stop(30)
         if "importer" not in args.skip:
             for lines in (int(n) for n in args.lines.split(",")):
                 with tempfile.TemporaryDirectory() as scratch:

@@ -27,6 +27,7 @@ from producers.completeness import UserCompleteness
 from producers.replay import TimeRange, find_sealed, replay_user
 from pulseseal import mongo
 from pulseseal.envelope import DataKey, seal_many
+from pulseseal.ferretdb_sql import postgres_target
 from pulseseal.settings import load_settings
 from schemas import validate_event
 from shell.synthetic import events
@@ -60,7 +61,7 @@ async def main(records: int) -> None:
     signing = Ed25519PrivateKey.generate()
     key = DataKey(USER, 1, os.urandom(32))
     try:
-        await mongo.ensure_indexes(sealed)
+        await mongo.ensure_indexes(sealed, postgresql=postgres_target(settings))
         writer = ManifestWriter(manifests, sealed, signing, "encryptor")
         await writer.start()
         rng = random.Random(7)

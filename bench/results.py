@@ -125,4 +125,6 @@ TARGETS: tuple[Target, ...] = (
         "events/s",
     ),
     Target("key service 1000-key p99", "keyservice", "thousand_keys_p99_ms", "<=", 50, "ms"),
+    Target("replay of 1,000 events among 1M documents", "replay", "replay_large_s", "<=", 1.0, "s"),
+    Target("replay time, 1M ÷ 10k documents", "replay", "replay_growth", "<=", 3.0, "x"),
 )

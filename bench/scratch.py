@@ -22,6 +22,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from bench.harness import BenchContext
 from pulseseal import mongo
+from pulseseal.ferretdb_sql import postgres_target
 from pulseseal.settings import Settings
 from pulseseal.topology import DEAD_QUEUE, SEAL_QUEUE, declare_topology
 from shell.devservices import infra_dir
@@ -59,6 +60,7 @@ class Scratch:
         self.amqp_url = settings.amqp_url.rstrip("/") + "/" + self.vhost
         self.mongo_url = settings.mongo_url
         self.mongo: AsyncMongoClient[dict[str, Any]] = mongo.connect(settings.mongo_url)
+        self.postgresql = postgres_target(settings)  # FerretDB's PostgreSQL, for its GIN indexes
         self._databases: list[str] = []
 
     def new_database(self) -> str:

@@ -12,6 +12,10 @@ events, spread over the same users, with every user's key already in memory, are
 - the competitors of `bench.competitors` (Tink, MongoDB explicit encryption, AWS Encryption SDK), which
   also get the canonical bytes ready-made.
 
+The scenario also times the **transport envelope** (pulseseal/transit.py, contract §4) per broker message:
+HPKE seal (what every producer pays) and open (what the encryptor pays) of a single event, a 100-event and
+a 1000-event NDJSON batch, with the bytes it adds.
+
 Each subject is timed in `repeats` runs of at least `min_seconds`, 1000 events per call, keeping the
 call's 1000 outputs alive until it returns (a pipeline holds its batch until it is stored); the figure is
 the median. Ratios compare `seal_many` (the same documents as `seal`, byte for byte) with the others.
@@ -33,9 +37,12 @@ from bench.competitors import AwsEsdk, MongoExplicit, Plain, TinkAead
 from bench.harness import BenchContext
 from bench.results import Figure, ScenarioResult, ratio
 from bench.timing import Rate, measure_rate
+from bench.traffic import make_workload
 from bench.workload import sized_events
+from pulseseal import transit
 from pulseseal.envelope import DataKey, associated_data, seal, seal_many, to_millis
 from pulseseal.settings import redact_url
+from pulseseal.topology import NDJSON
 from schemas import HealthEvent, canonical_json
 
 SIZES = (300, 4096)
@@ -85,6 +92,55 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
             _record(result, size, rates, competitors.errors)
     finally:
         competitors.close()
+    _measure_transport(ctx, result, users, min_seconds, repeats)
+
+
+TRANSPORT_MESSAGES = (1, 100, 1000)
+
+
+def _measure_transport(
+    ctx: BenchContext, result: ScenarioResult, users: Sequence[str], min_seconds: float, repeats: int
+) -> None:
+    """Seal and open per message with the transport envelope, for messages of 1, 100 and 1000 events."""
+    key = transit.TransportPrivateKey.generate()
+    keys = {key.key_id: key}
+    lines = make_workload(max(TRANSPORT_MESSAGES), len(users), ctx.seed).lines  # the realistic mix
+    for events in TRANSPORT_MESSAGES:
+        body = b"".join(line + b"\n" for line in lines[:events])
+        bodies = [body] * 16
+        sealed = [transit.seal(b, key.public_key, NDJSON) for b in bodies]
+        ctx.say(f"  seal: transport envelope, {events}-event messages ({len(body):,} B)")
+
+        def seal_all(chunk: Sequence[bytes]) -> list[transit.SealedMessage]:
+            return [transit.seal(b, key.public_key, NDJSON) for b in chunk]
+
+        def open_all(chunk: Sequence[transit.SealedMessage]) -> list[bytes]:
+            return [transit.open_message(m, keys) for m in chunk]
+
+        shown = f"{events}-event message ({len(body) / 1000:,.1f} KB)"
+        for name, rate in (
+            ("seal", measure_rate(seal_all, bodies, chunk=4, min_seconds=min_seconds, repeats=repeats)),
+            ("open", measure_rate(open_all, sealed, chunk=4, min_seconds=min_seconds, repeats=repeats)),
+        ):
+            result.add(
+                Figure(
+                    f"transport_{name}_us_{events}",
+                    f"transport {name} (HPKE MLKEM768-X25519, AES-256-GCM), {shown}",
+                    round(1e6 / rate.per_s, 1),
+                    "µs/message",
+                    f"median of {rate.repeats} runs; {rate.per_cpu_s:,.0f} messages/s of CPU time",
+                )
+            )
+        overhead = len(sealed[0].body) - len(body)
+        result.add(
+            Figure(
+                f"transport_overhead_bytes_{events}",
+                f"transport envelope size added, {shown}",
+                overhead,
+                "bytes",
+                f"{100 * overhead / len(body):.2f} % of the plaintext",
+            )
+        )
 
 
 class _Competitors:

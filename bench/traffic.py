@@ -2,8 +2,9 @@
 
 `Workload` holds the events of a drain as compact JSON lines only (about 250 bytes each; a dict per event
 would take several times the memory of the encryptor being measured). `publish` sends message bodies
-to `pulseseal.events` with publisher confirms, persistent, `mandatory`, many in flight at once — as the
-importer does — so a queue is pre-loaded in seconds.
+to `pulseseal.events` transport-sealed (contract §4), with publisher confirms, persistent, `mandatory`,
+many in flight at once — as the importer does — so a queue is pre-loaded in seconds. Sealing happens
+before the clock of any drain starts, since a pre-load is not what the drain measures.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aio_pika
 
 from bench.harness import BenchContext
+from producers.ndjson import pack_ndjson
+from producers.publisher import MessageSealer
 from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON, declare_topology, routing_key_for
+from pulseseal.transit import SealedMessage, TransportPrivateKey, seal
 from schemas import MAX_BATCH_EVENTS, HealthEvent, parse_event
 from shell import synthetic
 
@@ -48,8 +53,7 @@ class Workload:
         """The first `count` events (all by default) as NDJSON messages of `per_message` events."""
         lines = self.lines[: len(self.lines) if count is None else count]
         return [
-            Message(b"\n".join(lines[i : i + per_message]) + b"\n", NDJSON, BATCH_ROUTING_KEY)
-            for i in range(0, len(lines), per_message)
+            Message(body, NDJSON, BATCH_ROUTING_KEY) for body, _ in pack_ndjson(lines, max_events=per_message)
         ]
 
     def singles(self, count: int, *, offset: int = 0) -> list[Message]:
@@ -95,12 +99,41 @@ def shared_workload(ctx: BenchContext) -> AbstractAsyncContextManager[Workload]:
     return _workload(ctx)
 
 
-async def publish(amqp_url: str, messages: Iterable[Message], *, in_flight: int = 32) -> int:
+class LocalSealer:
+    """Seals under a transport key of its own, for measurements without a key service (the broker's raw
+    consume ceiling): the bodies are as large and as opaque as the real ones."""
+
+    def __init__(self) -> None:
+        self._key = TransportPrivateKey.generate()
+
+    async def seal(self, plaintext: bytes, content_type: str) -> SealedMessage:
+        """Seal under the local key."""
+        return seal(plaintext, self._key.public_key, content_type)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+async def publish(
+    amqp_url: str, messages: Iterable[Message], *, sealer: MessageSealer | None, in_flight: int = 32
+) -> int:
     """Publish every message persistent and `mandatory`, waiting for each confirm; returns events sent.
+
+    Every message is transport-sealed by `sealer` first, as PulseSeal's producers do. `None` is only for
+    the baselines (`bench.baselines`): the pipelines they model have no transport sealing, and their
+    consumers could not open a sealed message.
 
     Raises:
         aio_pika / aiormq errors: the broker refused or lost a message.
     """
+    messages = list(messages)
+    prepared: list[tuple[bytes, dict[str, Any] | None]] = []
+    for message in messages:
+        if sealer is None:
+            prepared.append((message.body, None))
+        else:
+            sealed = await sealer.seal(message.body, message.content_type)
+            prepared.append((sealed.body, sealed.headers))
     connection = await aio_pika.connect(amqp_url, timeout=10)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -109,13 +142,14 @@ async def publish(amqp_url: str, messages: Iterable[Message], *, in_flight: int 
         pending: set[asyncio.Task[None]] = set()
         events = 0
 
-        async def send(message: Message) -> None:
+        async def send(message: Message, body: bytes, headers: dict[str, Any] | None) -> None:
             try:
                 await exchange.publish(
                     aio_pika.Message(
-                        message.body,
+                        body,
                         content_type=message.content_type,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        headers=headers,
                     ),
                     message.routing_key,
                     mandatory=True,
@@ -123,9 +157,9 @@ async def publish(amqp_url: str, messages: Iterable[Message], *, in_flight: int 
             finally:
                 window.release()
 
-        for message in messages:
+        for message, (body, headers) in zip(messages, prepared, strict=True):
             await window.acquire()
-            task = asyncio.create_task(send(message))
+            task = asyncio.create_task(send(message, body, headers))
             pending.add(task)
             task.add_done_callback(pending.discard)
             events += message.body.count(b"\n") if message.content_type == NDJSON else 1

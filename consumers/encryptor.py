@@ -14,7 +14,6 @@ to decode fails alone; its batch neighbours are sealed.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,13 +33,18 @@ from pymongo.errors import PyMongoError
 
 from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
-from consumers.deadletters import publish_dead_letters
+from consumers.deadletters import DEAD_LETTER_CHANNEL, publish_dead_letters
+from consumers.keys import KeySource
 from consumers.manifests import ManifestWriter
-from consumers.messages import Decoded, decode_message, estimated_events
-from consumers.sealing import Backoff, KeySource, MessageResult, Sealer
+from consumers.messages import Rejected, decode_or_fail, estimated_events
+from consumers.readiness import BROKER, CONSUMING, KEYSERVICE, STORE, Readiness, ReadinessWatch
+from consumers.sealing import MessageResult, Sealer
 from consumers.store import InsertOutcome
+from consumers.transit import TransportGate
 from consumers.usage import UsageReporter
 from pulseseal import mongo
+from pulseseal.ferretdb_sql import postgres_target
+from pulseseal.retry import Backoff, retry
 from pulseseal.settings import Settings, redact_url
 from pulseseal.topology import SEAL_QUEUE, declare_topology
 
@@ -52,6 +56,7 @@ SHUTDOWN_GRACE_S = 10.0
 
 
 _NOT_READY = (OSError, TimeoutError, AMQPConnectionError, PyMongoError)
+_START_BACKOFF = Backoff(initial_s=0.1, cap_s=3.0)
 
 # The subscriber's description in the AsyncAPI document (docs/asyncapi.json, `make docs`).
 SUBSCRIBER_DESCRIPTION = (
@@ -60,7 +65,10 @@ SUBSCRIBER_DESCRIPTION = (
     "letter); this quorum queue is bound to it with `events.#` and declared with the arguments "
     "`x-delivery-limit` and `x-dead-letter-exchange` = `pulseseal.dead`. A message is one event "
     "(`application/json`) or an NDJSON batch (`application/x-ndjson`, at most 1000 events and 1 MiB), "
-    "persistent. The encryptor seals every valid event with its user's current data key, writes it to "
+    "persistent, and transport-sealed for the encryptors (HPKE MLKEM768-X25519/HKDF-SHA256/AES-256-GCM, "
+    "headers `x-pulseseal-transport` and `x-pulseseal-transport-key`; docs/envelope.md): the encryptor opens "
+    "it first, and dead-letters one without the headers (`unsealed_transport`) or that does not open "
+    "(`transport_unopenable`) without storing it. The encryptor seals every valid event with its user's current data key, writes it to "
     "MongoDB and acknowledges the message only after every event is durably stored or dead-lettered; "
     "invalid events and shredded users' events go to `pulseseal.dead`, the rest of the batch is sealed."
 )
@@ -102,7 +110,9 @@ class Encryptor:
         settings: PulseSeal settings.
         keys: Where current data keys come from.
         mongo_client: Client for the MongoDB-compatible server.
+        transport: Opens deliveries and seals dead letters (transport keys).
         clock: The clock for the 24 h future bound and `sealed_at` (injectable for tests).
+        readiness: Where `/readyz` reads this encryptor's checks (a fresh one by default).
         manifest_key: The key that signs each flush's batch manifest (docs/replay.md); None writes none.
         usage: Where seals per key version are counted and reported (None: not counted).
     """
@@ -113,11 +123,14 @@ class Encryptor:
         keys: KeySource,
         mongo_client: AsyncMongoClient[dict[str, Any]],
         *,
+        transport: TransportGate,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        readiness: Readiness | None = None,
         manifest_key: Ed25519PrivateKey | None = None,
         usage: UsageReporter | None = None,
     ) -> None:
         self._settings = settings
+        self.transport = transport
         self._clock = clock
         self._collection = mongo.sealed_events(
             mongo_client, settings.mongo_db, write_concern=settings.mongo_write_concern
@@ -144,6 +157,7 @@ class Encryptor:
             graceful_timeout=SHUTDOWN_GRACE_S,
             reconnect_interval=1.0,
             logger=None,
+            default_channel=DEAD_LETTER_CHANNEL,
         )
         self.subscriber = self.broker.subscriber(
             RabbitQueue(SEAL_QUEUE, declare=False),
@@ -154,12 +168,31 @@ class Encryptor:
             description=SUBSCRIBER_DESCRIPTION,
         )
         self.subscriber(self.handle)
-        self.app = FastStream(self.broker, on_startup=[self.prepare], on_shutdown=[self.drain], logger=None)
+        self.readiness = readiness if readiness is not None else Readiness()
+        self.readiness_watch = ReadinessWatch(
+            self.readiness,
+            {
+                BROKER: lambda: self.broker.ping(timeout=1.0),
+                CONSUMING: self._consuming,
+                KEYSERVICE: keys.reachable,
+                STORE: lambda: mongo.reachable(self._collection),
+            },
+        )
+        self.app = FastStream(
+            self.broker,
+            on_startup=[self.prepare],
+            after_startup=[self.readiness_watch.start],
+            on_shutdown=[self.drain],
+            logger=None,
+        )
 
     async def prepare(self) -> None:
         """Wait for RabbitMQ and MongoDB, declare the topology and the index, start the flusher."""
         await self._until_ready("RabbitMQ", self._declare_topology)
-        await self._until_ready("MongoDB", lambda: mongo.ensure_indexes(self._collection))
+        postgresql = postgres_target(self._settings)
+        await self._until_ready(
+            "MongoDB", lambda: mongo.ensure_indexes(self._collection, postgresql=postgresql)
+        )
         if self.manifests is not None:
             await self._until_ready("MongoDB", self.manifests.start)
         if self.usage is not None:
@@ -173,6 +206,7 @@ class Encryptor:
     async def drain(self) -> None:
         """Stop consuming, let in-flight messages finish and flush; bounded by `SHUTDOWN_GRACE_S` twice."""
         log.info("encryptor stopping: draining in-flight messages")
+        await self.readiness_watch.stop()
         await self.subscriber.stop()
         await self.batcher.close(SHUTDOWN_GRACE_S)
         if self.usage is not None:
@@ -189,6 +223,12 @@ class Encryptor:
         """Seal one message's events; ack after they are written or dead-lettered, else requeue."""
         metrics.MESSAGES_IN_FLIGHT.inc()
         try:
+            # Opened here, not in the flush: the batcher sizes batches by the plaintext's line count.
+            opened = await self.transport.open(body, message.headers, message.content_type)
+            if opened.body is None:
+                await self._dead_letter_and_ack(message, opened.rejected)
+                return
+            body = opened.body
             result = await self.batcher.submit(
                 Delivered(body, message.content_type), estimated_events(body, message.content_type)
             )
@@ -200,13 +240,7 @@ class Encryptor:
                 log.warning("MongoDB refused events; handing the message back", extra=self._ids(message))
                 await self._requeue(message)
                 return
-            dead = result.dead
-            if dead:
-                await publish_dead_letters(
-                    self.broker, dead, message_id=message.message_id, content_type=message.content_type
-                )
-            await message.ack()
-            metrics.MESSAGES_ACKED.inc()
+            await self._dead_letter_and_ack(message, result.dead)
         except BatcherClosed:
             await self._requeue(message)
         except Exception as exc:  # noqa: BLE001 - anything unforeseen: hand it back; the delivery limit ends loops
@@ -222,21 +256,22 @@ class Encryptor:
         of shredded users.
         """
         now = self._clock()
-        decoded: list[Decoded | None] = []
-        failures: list[str | None] = []
-        for delivered in batch:
-            try:
-                decoded.append(decode_message(delivered.body, delivered.content_type, now=now))
-                failures.append(None)
-            except Exception as exc:  # noqa: BLE001 - a message that breaks decoding is handed back alone
-                decoded.append(None)
-                failures.append(type(exc).__name__)
-        results = await self.sealer.flush([[] if d is None else d.events for d in decoded])
-        for result, message, failure in zip(results, decoded, failures, strict=True):
-            result.failure = failure
-            if message is not None and message.rejected:
-                result.dead[:0] = message.rejected
-        return results
+        return await self.sealer.flush([decode_or_fail(d.body, d.content_type, now=now) for d in batch])
+
+    async def _consuming(self) -> bool:
+        return bool(self.subscriber.running)
+
+    async def _dead_letter_and_ack(self, message: RabbitMessage, dead: Sequence[Rejected]) -> None:
+        if dead:
+            await publish_dead_letters(
+                self.broker,
+                dead,
+                sealer=self.transport.sealer,
+                message_id=message.message_id,
+                content_type=message.content_type,
+            )
+        await message.ack()
+        metrics.MESSAGES_ACKED.inc()
 
     async def _requeue(self, message: RabbitMessage) -> None:
         metrics.MESSAGES_REQUEUED.inc()
@@ -252,15 +287,12 @@ class Encryptor:
             await declare_topology(channel, delivery_limit=self._settings.delivery_limit)
 
     async def _until_ready(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
-        backoff = Backoff(cap_s=3.0)
-        while True:
-            try:
-                await attempt()
-                return
-            except _NOT_READY as exc:
-                delay = backoff.next_delay()
-                log.warning("%s not ready (%s), retrying in %.1f s", what, type(exc).__name__, delay)
-                await asyncio.sleep(delay)
+        def note(exc: BaseException, delay: float) -> None:
+            log.warning("%s not ready (%s), retrying in %.1f s", what, type(exc).__name__, delay)
+
+        await retry(
+            attempt, on=lambda exc: isinstance(exc, _NOT_READY), backoff=_START_BACKOFF, before_sleep=note
+        )
 
     @staticmethod
     def _ids(message: RabbitMessage) -> dict[str, Any]:

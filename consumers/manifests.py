@@ -114,7 +114,9 @@ class ManifestWriter:
         listed = [
             (doc, document_hash(doc))
             for doc in docs
-            if doc["_id"] not in outcome.failed and doc["_id"] not in outcome.duplicate_ids
+            if doc["_id"] not in outcome.failed
+            and doc["_id"] not in outcome.duplicate_ids
+            and doc["_id"] not in outcome.conflicts  # stored for another user: not ours to list
         ]
         if outcome.duplicate_ids:
             listed += await self._retry(lambda: self._stored(outcome.duplicate_ids))

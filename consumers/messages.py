@@ -7,6 +7,8 @@ its own while the rest are sealed.
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,6 +25,7 @@ from schemas import (
 INVALID_EVENT = "invalid_event"
 INVALID_MESSAGE = "invalid_message"
 USER_SHREDDED = "user_shredded"
+ID_CONFLICT = "id_conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,21 @@ class Decoded:
 
     events: list[HealthEvent] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    failure: str | None = None
+    """Decoding itself broke (the error's type name): the message is handed back, nothing of it sealed."""
+
+
+def readable_event_id(raw: bytes) -> str | None:
+    """The `event_id` of one event's JSON when it can be read and is a UUID, else None.
+
+    Only a UUID is returned because the id travels in a clear dead-letter header: whatever else a
+    broken event put in that field could be a value.
+    """
+    try:
+        candidate = json.loads(raw).get("event_id")
+        return str(uuid.UUID(candidate)) if isinstance(candidate, str) and len(candidate) == 36 else None
+    except (ValueError, AttributeError, TypeError, RecursionError):
+        return None
 
 
 def estimated_events(body: bytes, content_type: str | None) -> int:
@@ -88,6 +106,18 @@ def decode_message(body: bytes, content_type: str | None, *, now: datetime | Non
     else:
         decoded.rejected.append(Rejected(body, INVALID_MESSAGE, f"content type must be {JSON} or {NDJSON}"))
     return decoded
+
+
+def decode_or_fail(body: bytes, content_type: str | None, *, now: datetime | None = None) -> Decoded:
+    """`decode_message`, with any error of decoding itself caught as `Decoded(failure=<type name>)`.
+
+    One message that breaks the decoder (a bug, not bad data: bad data is `rejected`) fails alone; its
+    batch neighbours are still sealed.
+    """
+    try:
+        return decode_message(body, content_type, now=now)
+    except Exception as exc:  # noqa: BLE001 - handed back alone, by type name only (never the body)
+        return Decoded(failure=type(exc).__name__)
 
 
 def _add(decoded: Decoded, raw: bytes, line: int | None, now: datetime | None) -> None:

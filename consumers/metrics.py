@@ -33,3 +33,7 @@ TRANSIENT_FAILURES = Counter(
 )
 KEY_CACHE_HITS = Counter("pulseseal_key_cache_hits_total", "Data keys served from the encryptor's cache.")
 KEY_CACHE_MISSES = Counter("pulseseal_key_cache_misses_total", "Data keys fetched from the key service.")
+SHREDS_FOLLOWED = Counter(
+    "pulseseal_shreds_followed_total",
+    "Shred notices from the key service after which the encryptor dropped that user's cached keys.",
+)

@@ -3,7 +3,15 @@
 #
 # Data keys rest here (wrapped), so the store must be durable: appendonly yes, appendfsync always — a key
 # is used to seal data as soon as Redis answered, so it must be on disk by then (docs/reliability.md).
+# And erasure must hold on disk (contract §6): no RDB snapshots (`save ""`), whose dump.rdb would keep a
+# shredded user's wrapped keys; the key service rewrites the AOF after every shred instead.
 # The key service refuses a store without AOF; so does `up` when it finds someone else's Redis.
+#
+# Every connection must authenticate (contract §2): the `default` user's password is the file
+# $PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE (default $PULSESEAL_HOME/credentials/keystore-redis.password,
+# made by `pulseseal services up`). It reaches redis-server on stdin and redis-cli in REDISCLI_AUTH, never
+# on a command line that `ps` shows. Our own server found running without it is restarted with it; a
+# server that is not ours is used only when that password works.
 set -euo pipefail
 # shellcheck source=infra/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -14,11 +22,28 @@ PORT="${PULSESEAL_KEYSTORE_REDIS_PORT:-6380}"
 DIR="$PS_HOME_DIR/keystore-redis"
 PIDFILE="$DIR/redis.pid"
 LOG="$DIR/redis.log"
+PASSWORD_FILE="${PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE:-$PS_HOME_DIR/credentials/keystore-redis.password}"
 
-cli() { timeout 3 redis-cli -h "$PS_HOST" -p "$PORT" "$@" 2>/dev/null; }
+password() { tr -d '[:space:]' <"$PASSWORD_FILE" 2>/dev/null; }
 
-# answers_pong: the port answers as Redis (PING → PONG).
-answers_pong() { [ "$(cli ping)" = "PONG" ]; }
+cli() { REDISCLI_AUTH="$(password)" timeout 3 redis-cli --no-auth-warning -h "$PS_HOST" -p "$PORT" "$@" 2>/dev/null; }
+
+# anonymous: a redis-cli that does not authenticate.
+anonymous() { timeout 3 redis-cli -h "$PS_HOST" -p "$PORT" "$@" 2>/dev/null; }
+
+# open_to_all: Redis on the port answers without a password.
+open_to_all() { [ "$(anonymous ping)" = "PONG" ]; }
+
+# is_redis: the port answers as Redis, with or without asking for a password.
+is_redis() {
+    case "$(anonymous ping)" in
+        PONG | NOAUTH* | *uthentication*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# answers_pong: the port answers as Redis that wants our password and takes it (PING → PONG).
+answers_pong() { ! open_to_all && [ "$(cli ping)" = "PONG" ]; }
 
 # aof_on: Redis on the port has the append-only file on.
 aof_on() { [ "$(cli config get appendonly | tail -n 1)" = "yes" ]; }
@@ -30,6 +55,12 @@ cmd_up() {
     if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
         ps_require_packages redis-server
     fi
+    [ -s "$PASSWORD_FILE" ] || die "no key-store Redis password at $PASSWORD_FILE — run \`pulseseal services up\` (it creates one) or set PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE"
+    if pid="$(ps_pid_alive "$PIDFILE")" && is_redis && ! answers_pong; then
+        # Ours, but open to everyone (started before the password) or under an older password.
+        say "$NAME: our Redis (pid $pid) does not require the password in $PASSWORD_FILE — restarting it with it (data kept)"
+        ps_stop "$NAME" "$PIDFILE" >/dev/null
+    fi
     if pid="$(ps_pid_alive "$PIDFILE")"; then
         if ! answers_pong; then
             say "$NAME: our Redis (pid $pid) is not answering yet — waiting for it"
@@ -38,6 +69,9 @@ cmd_up() {
         aof_on || die "$NAME: our Redis (pid $pid) has appendonly off — the key store needs AOF; run: redis-cli -p $PORT config set appendonly yes"
         say "$NAME: already running (pid $pid, port $PORT, appendonly yes)"
         return 0
+    fi
+    if is_redis && ! answers_pong; then
+        die "the Redis on $PS_HOST:$PORT (not ours) does not take the password in $PASSWORD_FILE (or needs none) — stop it, give its default user that password, or set PULSESEAL_KEYSTORE_REDIS_PORT"
     fi
     if answers_pong; then
         aof_on || die "the Redis on $PS_HOST:$PORT (not ours) has appendonly off — the key store needs AOF; stop it or run: redis-cli -p $PORT config set appendonly yes"
@@ -48,11 +82,12 @@ cmd_up() {
     mkdir -p "$DIR"
     rm -f "$PIDFILE"
     say "$NAME: starting key-store Redis on $PS_HOST:$PORT (AOF on, log: $LOG)"
-    # Arguments rather than a config file: the whole configuration is visible in `ps` and here.
-    redis-server --bind "$PS_HOST" --port "$PORT" --protected-mode yes \
+    # Arguments rather than a config file: the whole configuration is visible in `ps` and here — all but
+    # the password, which comes on stdin (`-`), so that `ps` never shows it.
+    printf 'requirepass %s\n' "$(password)" | redis-server - --bind "$PS_HOST" --port "$PORT" --protected-mode yes \
         --daemonize yes --pidfile "$PIDFILE" --logfile "$LOG" --dir "$DIR" \
-        --appendonly yes --appendfsync always \
-        >>"$PS_LOG_DIR/redis-startup.log" 2>&1 </dev/null ||
+        --appendonly yes --appendfsync always --save "" \
+        >>"$PS_LOG_DIR/redis-startup.log" 2>&1 ||
         die "redis-server refused to start — see $LOG"
     ps_wait_ready "$NAME" "$PIDFILE" "$LOG" ready
     say "$NAME: ready (pid $(ps_pid_alive "$PIDFILE"), port $PORT, appendonly yes)"
@@ -69,6 +104,9 @@ cmd_status() {
         ps_status_line "$NAME" "ready (AOF on, not ours)" "$PORT" "" "-"
     elif answers_pong; then
         ps_status_line "$NAME" "AOF OFF, not ready" "$PORT" "$pid" "$DIR"
+        return 1
+    elif is_redis; then
+        ps_status_line "$NAME" "password refused, not ready" "$PORT" "$pid" "$DIR"
         return 1
     else
         ps_status_line "$NAME" "${pid:+running, }not ready" "$PORT" "$pid" "$DIR"

@@ -22,13 +22,15 @@ from starlette.routing import Route
 from keyservice.auth import RequestFacts, VerifiedCaller
 from keyservice.openapi import openapi_document
 from keyservice.service import KeyService
+from keyservice.shrednotices import stream_route
+from keyservice.transport_keys import TransportKeyService
 from keyservice.usage import SealBudget
 from keyservice.wire.errors import (
     KeyServiceError,
     MethodNotAllowed,
     NotFound,
     RequestInvalid,
-    RequestTooLarge,
+    TooManyRefusals,
 )
 from keyservice.wire.models import (
     MAX_BODY_BYTES,
@@ -40,6 +42,8 @@ from keyservice.wire.models import (
     parse_rfc3339,
     parse_user_id,
 )
+from keyservice.wire.shreds import PATH as SHREDS_PATH
+from keyservice.wire.transport import parse_key_id, parse_open_request
 from keyservice.wire.usage import DEFAULT_SEAL_BUDGET, USAGE_PATH, UsageReport
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ class _Call:
     request_id: str
     user_ids: list[str] = field(default_factory=list)
     caller_id: str | None = None
+    verified: bool = False
 
 
 Handler = Callable[[VerifiedCaller, _Call], Awaitable[BaseModel]]
@@ -84,6 +89,8 @@ def problem(error: KeyServiceError, request_id: str) -> Response:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     if error.status == 503:
         headers["Retry-After"] = "1"
+    if isinstance(error, TooManyRefusals):
+        headers["Retry-After"] = str(error.retry_after_s)
     return Response(
         payload.model_dump_json().encode(),
         status_code=error.status,
@@ -92,46 +99,43 @@ def problem(error: KeyServiceError, request_id: str) -> Response:
     )
 
 
-async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        raise RequestTooLarge(f"body over {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise RequestTooLarge(f"body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def create_app(service: KeyService, *, seal_budget: int = DEFAULT_SEAL_BUDGET) -> Starlette:
     """The ASGI app over a ready `KeyService` (whoever opened the service closes it); a key version that
     reaches `seal_budget` seals is rotated automatically (keyservice/usage.py)."""
     budget = SealBudget(service, seal_budget)
 
+    async def _refusal(action: str, exc: KeyServiceError, call: _Call, peer: str) -> Response:
+        # Written to the audit log before the answer leaves; an answer whose refusal cannot be recorded
+        # is a 503, never a silent gap in the audit trail.
+        error = service.edge.limit(peer, exc)
+        try:
+            await service.refuse(
+                action, error, call.request_id, call.user_ids, source=peer, authenticated=call.verified
+            )
+        except KeyServiceError as unrecorded:
+            log.error("%s refused but not recorded (request %s)", action, call.request_id)
+            return problem(unrecorded, call.request_id)
+        log.info("%s refused: %s (request %s)", action, error.reason, call.request_id)
+        return problem(error, call.request_id)
+
     def endpoint(action: str, scope: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def route(request: Request) -> Response:
             started = time.perf_counter()
             call = _Call(request, b"", uuid.uuid4().hex)
+            peer = request.client.host if request.client else ""
             try:
-                call.body = await _read_body(request)
+                service.edge.admit(peer)
+                call.body = await service.edge.read_body(request, MAX_BODY_BYTES)
                 facts = RequestFacts(
-                    request.method,
-                    request.url.path,
-                    call.body,
-                    request.client.host if request.client else "",
-                    request.headers.get("authorization"),
+                    request.method, request.url.path, call.body, peer, request.headers.get("authorization")
                 )
                 caller = await service.authenticate(facts, scope)
-                call.caller_id = caller.caller_id
+                call.caller_id, call.verified = caller.caller_id, True
                 response = _json(await handler(caller, call), call.request_id)
                 log.debug("%s granted to %s (request %s)", action, caller.caller_id, call.request_id)
             except KeyServiceError as exc:
                 exc.caller_id = exc.caller_id or call.caller_id
-                await service.refuse(action, exc, call.request_id, call.user_ids)
-                log.info("%s refused: %s (request %s)", action, exc.reason, call.request_id)
-                response = problem(exc, call.request_id)
+                response = await _refusal(action, exc, call, peer)
             except Exception as exc:
                 # The message of an unexpected error could carry data; log its type only unless debugging.
                 log.error(
@@ -143,8 +147,7 @@ def create_app(service: KeyService, *, seal_budget: int = DEFAULT_SEAL_BUDGET) -
                 )
                 error = KeyServiceError("internal error")
                 error.caller_id = call.caller_id
-                await service.refuse(action, error, call.request_id, call.user_ids)
-                response = problem(error, call.request_id)
+                response = await _refusal(action, error, call, peer)
             service.metrics.latency.labels(action).observe(time.perf_counter() - started)
             return response
 
@@ -187,12 +190,37 @@ def create_app(service: KeyService, *, seal_budget: int = DEFAULT_SEAL_BUDGET) -
             raise RequestInvalid(f"unknown query parameter {sorted(unknown)[0]!r}")
         user_id = parse_user_id(params["user_id"]) if "user_id" in params else None
         since = parse_rfc3339(params["since"], "since") if "since" in params else None
+        if since is not None and since.timestamp() < 0:
+            raise RequestInvalid("since must not be before 1970-01-01T00:00:00Z")
         limit_text = params.get("limit", "1000")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
+        # isascii: str.isdigit is also true for '²', which int() refuses (a 500 before).
+        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 10_000:
             raise RequestInvalid("limit must be an integer from 1 to 10000")
         return await service.read_audit(
             caller, call.request_id, user_id=user_id, since=since, limit=int(limit_text)
         )
+
+    transport = TransportKeyService(service)
+
+    async def transport_open(caller: VerifiedCaller, call: _Call) -> BaseModel:
+        parse_open_request(call.body)
+        return await transport.open_keys(caller, call.request_id)
+
+    async def transport_rotate(caller: VerifiedCaller, call: _Call) -> BaseModel:
+        return await transport.rotate(caller, call.request_id)
+
+    async def transport_retire(caller: VerifiedCaller, call: _Call) -> BaseModel:
+        key_id = parse_key_id(call.request.path_params["key_id"])
+        return await transport.retire(caller, key_id, call.request_id)
+
+    async def transport_key(request: Request) -> Response:
+        # No token: the public key is what every producer seals to, and it is not a secret.
+        request_id = uuid.uuid4().hex
+        try:
+            return _json(await transport.public_key(request_id), request_id)
+        except KeyServiceError as exc:
+            await service.refuse("transport_key", exc, request_id)
+            return problem(exc, request_id)
 
     async def healthz(request: Request) -> Response:
         ready, details = await service.health()
@@ -209,7 +237,8 @@ def create_app(service: KeyService, *, seal_budget: int = DEFAULT_SEAL_BUDGET) -
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
         error = MethodNotAllowed("method not allowed") if status == 405 else NotFound("no such endpoint")
-        return problem(error, uuid.uuid4().hex)
+        call = _Call(request, b"", uuid.uuid4().hex)
+        return await _refusal("unrouted", error, call, request.client.host if request.client else "")
 
     routes = [
         Route("/v1/keys/encrypt", endpoint("encrypt", "keys:encrypt", encrypt), methods=["POST"]),
@@ -222,6 +251,27 @@ def create_app(service: KeyService, *, seal_budget: int = DEFAULT_SEAL_BUDGET) -
         ),
         Route("/v1/audit", endpoint("audit", "keys:admin", audit), methods=["GET"]),
         Route("/v1/audit/replays", endpoint("replay", "keys:decrypt", replay), methods=["POST"]),
+        Route("/v1/transport/key", transport_key, methods=["GET"]),
+        Route(
+            "/v1/transport/keys/open",
+            endpoint("transport_open", "transport:open", transport_open),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/transport/rotate",
+            endpoint("transport_rotate", "keys:admin", transport_rotate),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/transport/keys/{key_id}",
+            endpoint("transport_retire", "keys:admin", transport_retire),
+            methods=["DELETE"],
+        ),
+        Route(
+            SHREDS_PATH,
+            stream_route(service.erasure.notices, service.authenticate, service.refuse, problem),
+            methods=["GET"],
+        ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from keyservice.callers import CallerPolicy, CallerRegistry
 from keyservice.client.tokens import AUDIENCE, CLOCK_SKEW_S, MAX_LIFETIME_S, body_hash
 from keyservice.wire.errors import CallerNotAllowed, TokenRejected
+from pulseseal.claims import finite_time
 
 MAX_TOKEN_CHARS = 4096
 _DECODE_OPTIONS: Any = {
@@ -68,7 +70,7 @@ class Authenticator:
     """
 
     def __init__(self, registry: CallerRegistry, replay_guard: ReplayGuard, *, audience: str = AUDIENCE):
-        self._registry = registry
+        self.registry = registry
         self._replay = replay_guard
         self._audience = audience
 
@@ -82,13 +84,8 @@ class Authenticator:
         """
         now = time.time() if now is None else now
         token = _bearer_token(facts.authorization)
-        policy = self._issuer_policy(token)
-        try:
-            claims = jwt.decode(token, policy.public_key, algorithms=["EdDSA"], options=_DECODE_OPTIONS)
-        except jwt.InvalidSignatureError:
-            raise _refused("bad token signature", "bad_signature", policy.caller_id) from None
-        except jwt.InvalidTokenError:
-            raise _refused("malformed token", "malformed_token", policy.caller_id) from None
+        policy, keys = self._issuer_keys(token)
+        claims = _decode(token, keys, policy.caller_id)
         try:
             jti, expires = _check_claims(claims, facts, now, self._audience)
         except TokenRejected as exc:
@@ -106,7 +103,7 @@ class Authenticator:
             raise _refused("token already used (jti replayed)", "replayed", policy.caller_id)
         return VerifiedCaller(policy.caller_id, token_scopes, jti)
 
-    def _issuer_policy(self, token: str) -> CallerPolicy:
+    def _issuer_keys(self, token: str) -> tuple[CallerPolicy, list[Ed25519PublicKey]]:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -115,10 +112,26 @@ class Authenticator:
         if header.get("alg") != "EdDSA":
             raise _refused("only EdDSA tokens are accepted", "algorithm_not_allowed")
         issuer = unverified.get("iss")
-        policy = self._registry.get(issuer) if isinstance(issuer, str) else None
+        policy = self.registry.get(issuer) if isinstance(issuer, str) else None
         if policy is None:
             raise _refused("unknown token issuer", "unknown_issuer")
-        return policy
+        keys = policy.keys_for(header.get("kid"))
+        if not keys:
+            raise _refused("unknown key id (kid) for this caller", "unknown_key_id", policy.caller_id)
+        return policy, keys
+
+
+def _decode(token: str, keys: list[Ed25519PublicKey], caller_id: str) -> dict[str, Any]:
+    # Without a `kid` (older clients) each of the caller's keys is tried: a rotation keeps at most a few.
+    for key in keys:
+        try:
+            claims: dict[str, Any] = jwt.decode(token, key, algorithms=["EdDSA"], options=_DECODE_OPTIONS)
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.InvalidTokenError:
+            raise _refused("malformed token", "malformed_token", caller_id) from None
+        return claims
+    raise _refused("bad token signature", "bad_signature", caller_id)
 
 
 def _bearer_token(authorization: str | None) -> str:
@@ -134,9 +147,9 @@ def _bearer_token(authorization: str | None) -> str:
 def _check_claims(
     claims: dict[str, Any], facts: RequestFacts, now: float, audience: str
 ) -> tuple[str, float]:
-    iat, exp, jti = _number(claims.get("iat")), _number(claims.get("exp")), claims.get("jti")
+    iat, exp, jti = finite_time(claims.get("iat")), finite_time(claims.get("exp")), claims.get("jti")
     if iat is None or exp is None:
-        raise _refused("token needs numeric iat and exp", "malformed_token")
+        raise _refused("token needs finite numeric iat and exp", "malformed_token")
     if not isinstance(jti, str) or not 1 <= len(jti) <= 128:
         raise _refused("token needs a jti of 1 to 128 characters", "malformed_token")
     aud = claims.get("aud")
@@ -149,7 +162,7 @@ def _check_claims(
     if iat > now + CLOCK_SKEW_S:
         raise _refused("token issued in the future", "issued_in_future")
     nbf = claims.get("nbf")
-    if nbf is not None and ((nbf_time := _number(nbf)) is None or nbf_time > now + CLOCK_SKEW_S):
+    if nbf is not None and ((nbf_time := finite_time(nbf)) is None or nbf_time > now + CLOCK_SKEW_S):
         raise _refused("token not yet valid", "not_yet_valid")
     if exp + CLOCK_SKEW_S <= now:
         raise _refused("token expired", "expired")
@@ -159,12 +172,6 @@ def _check_claims(
     if not isinstance(bh, str) or not hmac.compare_digest(bh, body_hash(facts.body)):
         raise _refused("body does not match the token (bh)", "body_hash_mismatch")
     return jti, exp
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def _refused(detail: str, reason: str, caller_id: str | None = None) -> TokenRejected:

@@ -1,9 +1,12 @@
 """Backing up and restoring the key store (`pulseseal keys backup` / `pulseseal keys restore`).
 
-A backup is one NDJSON file: a header naming the format, the key-store prefix and the master key it is
-wrapped under; one line per user with every field of the user's hash (values base64); a trailer with the
-user count and the SHA-256 of everything before it, so a cut or edited file is refused. Keys stay
-wrapped: the file is useless without the master key, and the master key is never in it.
+A backup is one NDJSON file: a header naming the format, the key-store prefix, the master key, and the
+*backup key* its data keys are wrapped under (backupkeys.py) with the time that key is destroyed; one line
+per user with every field of the user's hash (values base64; each key version re-wrapped from the master
+key to the backup key); a trailer with the user count and the SHA-256 of everything before it, so a cut
+or edited file is refused. The file is useless without the backup key, which rests only in the key store
+(wrapped under the master key) and is destroyed when the retention ends: from then on the backup can
+yield no key, even with the master key. A restore of an expired backup is refused.
 
 A restore *merges* the backup into the store, one batch of users per transaction, and re-applies the
 shred ledger in that same transaction, so there is no moment when a restored shredded key is in the
@@ -20,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,11 +33,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from keyservice import scripts
+from keyservice.backupkeys import BackupExpired, BackupKey, BackupKeyring
 from keyservice.ledger import LedgerEntry, summarize
-from keyservice.wire.errors import KeyServiceError
+from keyservice.wire.errors import KeyServiceError, KeyUnwrapError
 from keyservice.wrapping import MasterKey
+from pulseseal.files import atomic_write
+from schemas.rfc3339 import format_rfc3339
 
-FORMAT = "pulseseal-keystore-backup/v1"
+FORMAT = "pulseseal-keystore-backup/v2"
+_OLD_FORMAT = "pulseseal-keystore-backup/v1"
 _BATCH = 200
 
 # KEYS: user hashes; ARGV per key: n, then n (field, value) pairs from the backup. Returns the number
@@ -92,6 +98,7 @@ class BackupReport:
     path: Path
     users: int
     key_versions: int
+    unreadable_after: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +119,26 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _rewrap(
+    user_id: str, fields: Mapping[str, bytes], source: MasterKey, target: MasterKey
+) -> dict[str, bytes]:
+    """The user's fields with every key version unwrapped from `source` and wrapped under `target`."""
+    out = dict(fields)
+    for name, value in fields.items():
+        if name.startswith("v:"):
+            version = int(name[2:])
+            out[name] = target.wrap(user_id, version, source.unwrap(user_id, version, value))
+    return out
+
+
 async def backup_keystore(
-    redis: Redis, master: MasterKey, prefix: str, path: Path, *, now: datetime | None = None
+    redis: Redis,
+    master: MasterKey,
+    prefix: str,
+    path: Path,
+    *,
+    keyring: BackupKeyring,
+    now: datetime | None = None,
 ) -> BackupReport:
     """Write every user's keys under `prefix` to `path` (mode 0600, written to a temporary file, then
     renamed, so a crash never leaves a half backup under the real name).
@@ -122,8 +147,9 @@ async def backup_keystore(
 
     Raises:
         BackupError: the store is not wrapped under `master`, a rewrap is in progress, Redis does not
-            answer, or the file cannot be written.
+            answer, a stored key does not open, or the file cannot be written.
     """
+    moment = now or datetime.now(UTC)
     try:
         raw = await redis.hgetall(f"{prefix}meta")
         meta = {_text(k): _text(v) for k, v in raw.items()}
@@ -133,19 +159,24 @@ async def backup_keystore(
         raise BackupError("a master-key rewrap is in progress; finish it before taking a backup")
     if meta and meta.get("mk_check") != master.check_value:
         raise BackupError("the key store is wrapped under another master key than the one configured")
+    try:
+        backup_key = await keyring.for_backup(moment)
+    except KeyServiceError as exc:
+        raise BackupError(f"no backup key: {exc.detail}") from None
     header = {
         "format": FORMAT,
         "prefix": prefix,
-        "created_at": (now or datetime.now(UTC)).isoformat(),
+        "created_at": format_rfc3339(moment),
         "master_key_id": master.key_id_hex,
         "master_check": master.check_value,
+        "backup_key": backup_key.key_id,
+        "backup_key_check": backup_key.key.check_value,
+        "unreadable_after": format_rfc3339(backup_key.unreadable_after),
     }
-    temporary = path.with_name(f".{path.name}.partial")
     digest = hashlib.sha256()
     users = versions = 0
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
+        with atomic_write(path) as out:
 
             def emit(obj: Mapping[str, Any]) -> None:
                 line = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode() + b"\n"
@@ -153,23 +184,23 @@ async def backup_keystore(
                 out.write(line)
 
             emit(header)
-            async for user_id, fields in _user_hashes(redis, prefix):
-                emit({"user_id": user_id, "fields": {f.decode(): _b64(v) for f, v in fields.items()}})
+            async for user_id, raw_fields in _user_hashes(redis, prefix):
+                fields = _rewrap(
+                    user_id, {f.decode(): v for f, v in raw_fields.items()}, master, backup_key.key
+                )
+                emit({"user_id": user_id, "fields": {f: _b64(v) for f, v in fields.items()}})
                 users += 1
-                versions += sum(1 for f in fields if f.startswith(b"v:"))
+                versions += sum(1 for f in fields if f.startswith("v:"))
             out.write(
                 json.dumps({"end": True, "users": users, "sha256": digest.hexdigest()}).encode() + b"\n"
             )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
     except RedisError:
-        temporary.unlink(missing_ok=True)
         raise BackupError("the key-store Redis stopped answering during the backup") from None
+    except KeyUnwrapError:
+        raise BackupError("a stored key does not open under the master key (tampered key store?)") from None
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise BackupError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
-    return BackupReport(path, users, versions)
+    return BackupReport(path, users, versions, format_rfc3339(backup_key.unreadable_after))
 
 
 async def _user_hashes(redis: Redis, prefix: str) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
@@ -211,6 +242,11 @@ def read_backup(path: Path) -> tuple[dict[str, Any], list[tuple[str, dict[str, b
         header = json.loads(lines[0])
         trailer = json.loads(lines[-1])
         body = lines[1:-1]
+        if header.get("format") == _OLD_FORMAT:
+            raise BackupError(
+                f"{path} is a v1 backup (keys under the master key only, never forgetting a shred): this "
+                "version restores only v2 backups; take a new backup with `pulseseal keys backup`"
+            )
         if header.get("format") != FORMAT:
             raise BackupError(f"{path} is not a PulseSeal key-store backup ({FORMAT})")
         if trailer.get("end") is not True or trailer.get("users") != len(body):
@@ -229,14 +265,36 @@ def read_backup(path: Path) -> tuple[dict[str, Any], list[tuple[str, dict[str, b
     return header, users
 
 
+async def _backup_key(
+    keyring: BackupKeyring, path: Path, header: Mapping[str, Any], now: datetime
+) -> BackupKey:
+    try:
+        key = await keyring.for_restore(str(header.get("backup_key")), now)
+    except BackupExpired as exc:
+        raise BackupExpired(f"{path} has expired and can never be restored: {exc.detail}") from None
+    except KeyServiceError as exc:
+        raise BackupError(exc.detail) from None
+    if key.key.check_value != header.get("backup_key_check"):
+        raise BackupError(f"{path} does not match the backup key it names (another key store's backup?)")
+    return key
+
+
 async def restore_keystore(
-    redis: Redis, master: MasterKey, prefix: str, path: Path, ledger: Sequence[LedgerEntry]
+    redis: Redis,
+    master: MasterKey,
+    prefix: str,
+    path: Path,
+    ledger: Sequence[LedgerEntry],
+    *,
+    keyring: BackupKeyring,
+    now: datetime | None = None,
 ) -> RestoreReport:
     """Merge a backup into the key store under `prefix` and re-apply the shred ledger with it.
 
     Safe to run again (a second run writes nothing new) and safe next to a running key service.
 
     Raises:
+        BackupExpired: the backup's retention is over (its backup key is destroyed).
         BackupError: the file is not a good backup, was made under another master key, or the store
             is wrapped under another master key or mid-rewrap; or Redis does not answer.
     """
@@ -246,6 +304,11 @@ async def restore_keystore(
             f"{path} was made under master key {header.get('master_key_id')}, not the configured "
             f"{master.key_id_hex}: restore with that master key"
         )
+    backup_key = await _backup_key(keyring, path, header, now or datetime.now(UTC))
+    try:
+        users = [(u, _rewrap(u, fields, backup_key.key, master)) for u, fields in users]
+    except (KeyUnwrapError, ValueError):
+        raise BackupError(f"{path}: a key in it does not open under its backup key (changed?)") from None
     merge = redis.register_script(MERGE)
     reapply = redis.register_script(scripts.REAPPLY)
     floors = summarize(ledger)

@@ -1,26 +1,33 @@
 """Starting the key service: load and check everything it needs, or refuse with one clear line.
 
 It refuses to start without a master key, with a master key that does not match the store, during an
-unfinished master-key rewrap, on a Redis without AOF (unless volatile was explicitly allowed), with a
-callers file or signing key it cannot load, or with a shred ledger that does not verify. Before serving,
-it re-applies the shred ledger to the store.
+unfinished master-key rewrap, on a Redis without AOF (unless volatile was explicitly allowed), on a Redis
+whose RDB snapshots it can neither rule out nor switch off, with a callers file or signing key it cannot
+load, or with a shred ledger that does not verify. Before serving, it imports an old per-process ledger
+file into the ledger in the key store (once), re-applies the shred ledger to the store, and starts the
+backup-key sweep.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import AuthenticationError, RedisError
 
 from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator
 from keyservice.callers import CallerRegistry
 from keyservice.client.tokens import load_private_key
-from keyservice.ledger import LedgerEntry, ShredLedger, summarize
+from keyservice.compaction import check_no_snapshots
+from keyservice.edge import Edge, RefusalLimiter
+from keyservice.erasure import DEFAULT_RETENTION_DAYS, Erasure
+from keyservice.ledger import ShredLedger, summarize
+from keyservice.legacyledger import import_legacy_file
 from keyservice.metrics import KeyServiceMetrics
 from keyservice.replay import RedisReplayGuard
 from keyservice.service import KeyService
@@ -28,6 +35,7 @@ from keyservice.shredguard import ShredGuard
 from keyservice.store import KeyStore
 from keyservice.wire.errors import KeyServiceError, StartupRefused
 from keyservice.wrapping import MasterKey
+from pulseseal.secretfiles import SecretFileError, read_secret
 from pulseseal.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
@@ -42,9 +50,16 @@ class ServiceOptions:
     master: MasterKey
     callers_file: Path
     signing_key_file: Path
-    ledger_file: Path
+    ledger_file: Path  # an old per-process ledger file, imported into the key store's ledger at start
     key_ttl_s: int
     allow_volatile: bool
+    backup_retention_days: int = DEFAULT_RETENTION_DAYS
+    redis_password: str | None = field(default=None, repr=False)
+    body_timeout_s: float = 10.0
+    refusal_rate: float = 50.0
+    refusal_burst: int = 200
+    audit_archive_file: Path | None = None
+    audit_max_records: int = 100_000
 
 
 def load_master_key(settings: Settings) -> MasterKey:
@@ -54,7 +69,7 @@ def load_master_key(settings: Settings) -> MasterKey:
         StartupRefused: neither is there, or it is not base64 of 32 bytes.
     """
     if settings.master_key:
-        return MasterKey.from_base64(settings.master_key, source="PULSESEAL_MASTER_KEY")
+        return MasterKey.from_base64(settings.master_key.get_secret_value(), source="PULSESEAL_MASTER_KEY")
     return MasterKey.from_file(settings.credential(settings.master_key_file, "master.key"))
 
 
@@ -66,6 +81,7 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
     """
     return ServiceOptions(
         redis_url=settings.keystore_redis_url,
+        redis_password=keystore_redis_password(settings),
         prefix=settings.keystore_prefix,
         master=load_master_key(settings),
         callers_file=settings.credential(settings.callers_file, "callers.json"),
@@ -73,12 +89,71 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
         ledger_file=settings.shred_ledger_file or settings.home_dir / "keyservice" / "shred-ledger.ndjson",
         key_ttl_s=settings.key_ttl_s,
         allow_volatile=allow_volatile,
+        backup_retention_days=settings.backup_retention_days,
+        body_timeout_s=settings.keyservice_body_timeout_s,
+        refusal_rate=settings.keyservice_refusal_rate,
+        refusal_burst=settings.keyservice_refusal_burst,
+        audit_archive_file=settings.audit_archive_file
+        or settings.home_dir / "keyservice" / "audit-archive.ndjson",
+        audit_max_records=settings.audit_stream_max,
     )
 
 
-def connect_redis(url: str) -> Redis:
-    """A client of the key-store Redis with the timeouts the service uses."""
-    return Redis.from_url(url, decode_responses=False, socket_timeout=5, socket_connect_timeout=3)
+def keystore_redis_password(settings: Settings) -> str | None:
+    """The key-store Redis password (contract §2): None when the URL carries one or the file is missing.
+
+    Raises:
+        StartupRefused: the password file is accessible by group or others, or unreadable.
+    """
+    if urlsplit(settings.keystore_redis_url).password is not None:
+        return None
+    path = settings.keystore_redis_password_path
+    try:
+        return read_secret(path).decode("utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except SecretFileError as exc:
+        raise StartupRefused(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupRefused(
+            f"cannot read the key-store Redis password {path}: {type(exc).__name__}"
+        ) from None
+
+
+def authenticated_url(settings: Settings) -> str:
+    """The key-store Redis URL with its password in it, for tools that hand the store to another process
+    (tests, the benchmark) through one variable. Never log it unredacted (`redact_url`).
+
+    Raises:
+        StartupRefused: the password file is too open or unreadable.
+    """
+    url = settings.keystore_redis_url
+    password = keystore_redis_password(settings)
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    netloc = (
+        f"{quote(parts.username or '', safe='')}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    )
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect_redis(url: str, password: str | None = None, *, max_connections: int = 128) -> Redis:
+    """A client of the key-store Redis with the timeouts the service uses (`password`: unless in the URL).
+
+    Requests beyond `max_connections` wait for a connection (up to 5 s) instead of failing: a burst of
+    1000 shreds or key requests must queue, not answer 503.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        password=password,
+        max_connections=max_connections,
+        timeout=5,
+        decode_responses=False,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+    )
+    return Redis.from_pool(pool)
 
 
 async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | None = None) -> KeyService:
@@ -92,14 +167,9 @@ async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | 
         signing_key = load_private_key(options.signing_key_file)
     except KeyServiceError as exc:
         raise StartupRefused(f"receipt signing key: {exc.detail}") from None
-    ledger = ShredLedger(options.ledger_file, signing_key)
+    redis = connect_redis(options.redis_url, options.redis_password)
     try:
-        entries = ledger.load()
-    except KeyServiceError as exc:
-        raise StartupRefused(exc.detail) from None
-    redis = connect_redis(options.redis_url)
-    try:
-        return await _open(options, redis, registry, signing_key, ledger, entries, metrics)
+        return await _open(options, redis, registry, signing_key, metrics)
     except BaseException:
         await redis.aclose()
         raise
@@ -110,19 +180,36 @@ async def _open(
     redis: Redis,
     registry: CallerRegistry,
     signing_key: Ed25519PrivateKey,
-    ledger: ShredLedger,
-    entries: list[LedgerEntry],
     metrics: KeyServiceMetrics | None,
 ) -> KeyService:
     where = redact_url(options.redis_url)
     try:
         await redis.ping()
+    except AuthenticationError:
+        raise StartupRefused(
+            f"key-store Redis at {where} refused our password: check PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE "
+            "(default HOME/credentials/keystore-redis.password) or the password in PULSESEAL_KEYSTORE_REDIS_URL"
+        ) from None
     except (RedisError, OSError):
         raise StartupRefused(
             f"key-store Redis at {where} is not answering: start it (`pulseseal services up`) "
             "or set PULSESEAL_KEYSTORE_REDIS_URL"
         ) from None
     store = KeyStore(redis, options.master, prefix=options.prefix)
+    ledger = ShredLedger(redis, options.prefix, signing_key)
+    try:
+        imported = await import_legacy_file(ledger, options.ledger_file, signing_key)
+        entries = await ledger.load()
+    except KeyServiceError as exc:
+        raise StartupRefused(exc.detail) from None
+    if imported:
+        log.warning(
+            "imported %d entries of the old shred ledger file %s into the key store's ledger; the file is no "
+            "longer used",
+            imported,
+            options.ledger_file,
+        )
+    await check_no_snapshots(redis, where)
     try:
         durable = await store.durability()
         if not durable and not options.allow_volatile:
@@ -158,15 +245,35 @@ async def _open(
     log.info(
         "key store %s ready (master key %s, %d callers)", where, options.master.key_id_hex, len(registry)
     )
+    # Each shred stream holds a connection blocked in XREAD: they get a pool of their own.
+    erasure = Erasure.for_store(
+        redis,
+        store,
+        retention_days=options.backup_retention_days,
+        stream_redis=connect_redis(options.redis_url, max_connections=10_000),
+    )
+    erasure.start()
     return KeyService(
         redis=redis,
         store=store,
         authenticator=Authenticator(registry, RedisReplayGuard(redis, options.prefix)),
-        audit=AuditLog(redis, options.prefix),
+        audit=AuditLog(
+            redis,
+            options.prefix,
+            signer=signing_key,
+            archive=options.audit_archive_file,
+            max_records=options.audit_max_records,
+        ),
         ledger=ledger,
         signing_key=signing_key,
         metrics=metrics or KeyServiceMetrics(),
         key_ttl_s=options.key_ttl_s,
         require_durable=not options.allow_volatile,
         guard=ShredGuard(ledger, entries),
+        erasure=erasure,
+        edge=Edge(
+            registry,
+            body_timeout_s=options.body_timeout_s,
+            limiter=RefusalLimiter(options.refusal_rate, options.refusal_burst),
+        ),
     )

@@ -4,7 +4,8 @@
 {"callers": {"encryptor": {"public_key": "-----BEGIN PUBLIC KEY-----...", "scopes": ["keys:encrypt"],
                            "networks": ["127.0.0.0/8", "::1/128"]}}}
 ```
-Keys are Ed25519 SubjectPublicKeyInfo PEM; any other key type is refused when the file is loaded, which is
+A caller may have several keys (`public_keys`: a list of PEM texts, instead of or beside `public_key`), so
+its key can be rotated without downtime; a token names its key by `kid` (`tokens.key_id`). Keys are Ed25519 SubjectPublicKeyInfo PEM; any other key type is refused when the file is loaded, which is
 one of the two locks (with `algorithms=["EdDSA"]`) against algorithm confusion.
 """
 
@@ -19,9 +20,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from keyservice.client.tokens import key_id
 from keyservice.wire.errors import StartupRefused
 
-SCOPES = frozenset({"keys:encrypt", "keys:decrypt", "keys:admin"})
+SCOPES = frozenset({"keys:encrypt", "keys:decrypt", "keys:admin", "transport:open"})
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -30,9 +32,16 @@ class CallerPolicy:
     """What one caller is allowed."""
 
     caller_id: str
-    public_key: Ed25519PublicKey
+    keys: Mapping[str, Ed25519PublicKey]  # kid → key
     scopes: frozenset[str]
     networks: tuple[Network, ...]
+
+    def keys_for(self, kid: object) -> list[Ed25519PublicKey]:
+        """The keys a token with header `kid` may be signed with: that key, or all when it names none."""
+        if kid is None:
+            return list(self.keys.values())
+        key = self.keys.get(kid) if isinstance(kid, str) else None
+        return [key] if key is not None else []
 
     def allows_address(self, address: str) -> bool:
         """True when `address` (the TCP peer) is in one of the caller's networks."""
@@ -50,6 +59,10 @@ class CallerRegistry:
 
     def __init__(self, policies: Mapping[str, CallerPolicy]) -> None:
         self._policies = dict(policies)
+
+    def allows_peer(self, address: str) -> bool:
+        """True when some caller may call from `address` (the union of all callers' networks)."""
+        return any(policy.allows_address(address) for policy in self._policies.values())
 
     def get(self, caller_id: str) -> CallerPolicy | None:
         """The caller's policy, or None for an unknown caller."""
@@ -93,15 +106,15 @@ def _policy(caller_id: str, entry: object, source: str) -> CallerPolicy:
     where = f"{source}: caller {caller_id!r}"
     if not isinstance(entry, dict):
         raise StartupRefused(f"{where}: expected an object")
-    pem, scopes, networks = entry.get("public_key"), entry.get("scopes", []), entry.get("networks")
-    if not isinstance(pem, str):
+    scopes, networks = entry.get("scopes", []), entry.get("networks")
+    pems = entry.get("public_keys", [])
+    if not isinstance(pems, list):
+        raise StartupRefused(f"{where}: `public_keys` must be a list of PEM texts")
+    if "public_key" in entry:
+        pems = [entry["public_key"], *pems]
+    if not pems:
         raise StartupRefused(f"{where}: `public_key` must be PEM text")
-    try:
-        key = load_pem_public_key(pem.encode())
-    except ValueError:
-        raise StartupRefused(f"{where}: `public_key` is not a PEM public key") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise StartupRefused(f"{where}: `public_key` must be Ed25519 (only EdDSA tokens are accepted)")
+    keys = [_public_key(pem, where) for pem in pems]
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise StartupRefused(f"{where}: `scopes` must be a list of strings")
     unknown = set(scopes) - SCOPES
@@ -113,4 +126,16 @@ def _policy(caller_id: str, entry: object, source: str) -> CallerPolicy:
         nets = tuple(ipaddress.ip_network(str(n), strict=True) for n in networks)
     except ValueError:
         raise StartupRefused(f"{where}: `networks` holds an invalid CIDR network") from None
-    return CallerPolicy(caller_id, key, frozenset(scopes), nets)
+    return CallerPolicy(caller_id, {key_id(k): k for k in keys}, frozenset(scopes), nets)
+
+
+def _public_key(pem: object, where: str) -> Ed25519PublicKey:
+    if not isinstance(pem, str):
+        raise StartupRefused(f"{where}: `public_key` must be PEM text")
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError:
+        raise StartupRefused(f"{where}: `public_key` is not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise StartupRefused(f"{where}: `public_key` must be Ed25519 (only EdDSA tokens are accepted)")
+    return key

@@ -26,9 +26,23 @@ from keyservice.wire.models import (
     ReplayReport,
     VersionAnswer,
 )
+from keyservice.wire.transport import (
+    OpenTransportKeysRequest,
+    TransportPrivateKeysAnswer,
+    TransportPublicKeyAnswer,
+    TransportRetireAnswer,
+    TransportRotateAnswer,
+)
 from keyservice.wire.usage import USAGE_PATH, UsageAnswer, UsageReport
+from pulseseal.transit import KEY_ID_PATTERN, SUITE_NAME
 
-_REQUESTS: tuple[type[BaseModel], ...] = (EncryptRequest, DecryptRequest, ReplayReport, UsageReport)
+_REQUESTS: tuple[type[BaseModel], ...] = (
+    EncryptRequest,
+    DecryptRequest,
+    ReplayReport,
+    OpenTransportKeysRequest,
+    UsageReport,
+)
 _ANSWERS: tuple[type[BaseModel], ...] = (
     EncryptAnswer,
     DecryptAnswer,
@@ -38,9 +52,14 @@ _ANSWERS: tuple[type[BaseModel], ...] = (
     AuditAnswer,
     UsageAnswer,
     Problem,
+    TransportPublicKeyAnswer,
+    TransportPrivateKeysAnswer,
+    TransportRotateAnswer,
+    TransportRetireAnswer,
 )
 _USER_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": USER_ID_PATTERN}
 _PATH_USER = {"name": "user_id", "in": "path", "required": True, "schema": _USER_ID}
+_KEY_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": KEY_ID_PATTERN}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -59,8 +78,13 @@ def _answer(description: str, model: type[BaseModel]) -> dict[str, Any]:
 _COMMON = {
     "401": _problem("No token, or a bad, expired or replayed one."),
     "403": _problem("The caller lacks the scope, or calls from a network it is not allowed."),
+    "408": _problem("The body did not arrive within the body timeout (body_timeout)."),
     "413": _problem(f"Body over {MAX_BODY_BYTES // 1024} KiB, or more than {MAX_KEYS} keys."),
     "422": _problem("A body, path or query parameter that the endpoint does not take."),
+    "429": _problem(
+        "This address made more refused requests than the refusal rate limit allows (rate_limited); "
+        "see Retry-After."
+    ),
     "500": _problem("A stored key failed its integrity check (key_store_integrity)."),
     "503": _problem("The key store, the audit log or the shred ledger is unavailable."),
 }
@@ -184,6 +208,53 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 1, "maximum": 10_000},
                         },
                     ],
+                )
+            },
+            "/v1/transport/key": {
+                "get": {
+                    "summary": "The current transport public key, created on first use",
+                    "description": (
+                        "No token: what every producer seals broker messages to (HPKE, base mode, "
+                        f"{SUITE_NAME}). `mlkem768` is the 1184-byte ML-KEM-768 public key, `x25519` the "
+                        "32-byte X25519 one."
+                    ),
+                    "security": [],
+                    "responses": {
+                        "200": _answer("The current public key.", TransportPublicKeyAnswer),
+                        "500": _COMMON["500"],
+                        "503": _COMMON["503"],
+                    },
+                }
+            },
+            "/v1/transport/keys/open": {
+                "post": _operation(
+                    "Private parts of every transport key not yet retired, current first",
+                    "transport:open",
+                    _answer(
+                        "`mlkem768_seed` is the 64-byte seed of `MLKEM768PrivateKey.from_seed_bytes`, "
+                        "`x25519` the 32-byte raw private key.",
+                        TransportPrivateKeysAnswer,
+                    ),
+                    body=OpenTransportKeysRequest,
+                )
+            },
+            "/v1/transport/rotate": {
+                "post": _operation(
+                    "A new current transport key; older ones still open until retired",
+                    "keys:admin",
+                    _answer("The new current key.", TransportRotateAnswer),
+                )
+            },
+            "/v1/transport/keys/{key_id}": {
+                "delete": _operation(
+                    "Retire (destroy) a transport key that is not current",
+                    "keys:admin",
+                    _answer("The retired key.", TransportRetireAnswer),
+                    parameters=[{"name": "key_id", "in": "path", "required": True, "schema": _KEY_ID}],
+                    extra={
+                        "404": _problem("No transport key has this id (unknown_transport_key)."),
+                        "409": _problem("It is the current key (transport_key_current): rotate first."),
+                    },
                 )
             },
             "/healthz": {

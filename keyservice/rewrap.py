@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from keyservice import scripts
+from keyservice.transport_keys import rewrap_transport_keys
 from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable, KeyUnwrapError
 from keyservice.wrapping import MasterKey
 
@@ -95,6 +96,7 @@ async def _rewrap(
     total = 0
     while True:
         changed = await _one_pass(redis, cas, old, new, prefix, total, on_batch)
+        changed += await rewrap_transport_keys(redis, old, new, prefix=prefix)
         total += changed
         if changed == 0:
             break

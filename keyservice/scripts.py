@@ -9,11 +9,27 @@ Layout, per user, one hash `<prefix>u:<user_id>`:
 and one hash `<prefix>meta` with the master key's id and check value (`mk_id`, `mk_check`) and, during a
 master-key rewrap, the new key's (`rewrap_to`, `rewrap_check`).
 
-Replies are arrays whose first element is a status: 0 miss/retry, 1 found, 2 shredded, 3 stored, 4 not
-shredded.
+Replies are arrays whose first element is a status, a bare number in Lua and a `Reply` in Python.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Reply(IntEnum):
+    """The status that starts a script's reply (the scripts below return the bare numbers)."""
+
+    MISS = 0
+    """No such key: none yet (READ_CURRENT), taken meanwhile (CREATE, NEXT_VERSION: retry at the version
+    given), or a version never issued (READ_VERSIONS)."""
+    FOUND = 1
+    SHREDDED = 2
+    """The user is shredded (READ_CURRENT, CREATE, NEXT_VERSION), or the version destroyed (READ_VERSIONS)."""
+    STORED = 3
+    NOT_SHREDDED = 4
+    """A reinstate of a user who is not shredded (NEXT_VERSION)."""
+
 
 # Current keys of many users: {1, version, wrapped} | {2} | {0, floor}.
 READ_CURRENT = """

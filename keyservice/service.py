@@ -17,6 +17,8 @@ from redis.exceptions import RedisError
 
 from keyservice.audit import AuditLog
 from keyservice.auth import Authenticator, RequestFacts, VerifiedCaller
+from keyservice.edge import Edge, RefusalLimiter, RefusalTally, TallyKey, tally_key
+from keyservice.erasure import Erasure
 from keyservice.ledger import LedgerEntry, ShredLedger
 from keyservice.metrics import KeyServiceMetrics
 from keyservice.receipts import sign_receipt
@@ -62,6 +64,8 @@ class KeyService:
         key_ttl_s: int,
         require_durable: bool,
         guard: ShredGuard | None = None,
+        erasure: Erasure | None = None,
+        edge: Edge | None = None,
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.redis = redis
@@ -73,7 +77,11 @@ class KeyService:
         self.metrics = metrics
         self.key_ttl_s = key_ttl_s
         self.require_durable = require_durable
-        self.guard = guard if guard is not None else ShredGuard(ledger, ledger.load())
+        self.guard = guard if guard is not None else ShredGuard(ledger)
+        # What makes a shred hold beyond Redis's memory (disk, caches, backups): docs/contract.md §6.
+        self.erasure = erasure if erasure is not None else Erasure.for_store(redis, store, now=now)
+        self.edge = edge or Edge(authenticator.registry, body_timeout_s=10.0, limiter=RefusalLimiter())
+        self.refusals = RefusalTally(self._write_refusal)
         self._now = now
 
     async def authenticate(self, facts: RequestFacts, scope: str) -> VerifiedCaller:
@@ -199,7 +207,7 @@ class KeyService:
         # The ledger is asked before and after the store: a user it says is shredded is refused without
         # touching the store, and a key the store offers that the ledger says was destroyed (a store
         # restored behind the service's back) makes the service re-apply the ledger and ask again.
-        self.guard.refresh()
+        await self.guard.refresh()
         refused = [u for u in user_ids if self.guard.shredded(u)]
         asked = [u for u in user_ids if not self.guard.shredded(u)]
         keys, shredded = await self.store.current_keys(asked)
@@ -213,7 +221,7 @@ class KeyService:
         return keys, sorted({*refused, *shredded}, key=order.__getitem__)
 
     async def _keys_at(self, refs: list[tuple[str, int]]) -> VersionLookup:
-        self.guard.refresh()
+        await self.guard.refresh()
         lookup = await self.store.keys_at(refs)
         stale = {k.user_id for k in lookup.found if self.guard.forbids(k.user_id, k.version)}
         if stale:
@@ -287,13 +295,23 @@ class KeyService:
         """
         # One time for the store (decrypt answers), the ledger and the receipt, so all three agree.
         at = rfc3339(self._now())
+        # A repeated shred destroys nothing new; its receipt still lists every version of the user that is
+        # destroyed (from the ledger), so a second receipt never reads as "nothing was erased".
+        earlier = {v for e in await self.ledger.load() if e.user_id == user_id for v in e.versions_destroyed}
         shredded = await self.store.shred(user_id, at=at)
         entry = LedgerEntry(
             "shred", user_id, at, versions_destroyed=shredded.versions, max_destroyed=shredded.max_destroyed
         )
         await self.ledger.append(entry)
         self.guard.note(entry)
-        receipt = sign_receipt(self.signing_key, user_id, shredded.versions, at)
+        unreadable_after = await self.erasure.after_shred(user_id, at)
+        receipt = sign_receipt(
+            self.signing_key,
+            user_id,
+            sorted({*shredded.versions, *earlier}),
+            at,
+            backups_unreadable_after=unreadable_after,
+        )
         await self.audit.append_many(
             [
                 self._record(
@@ -374,10 +392,26 @@ class KeyService:
         return AuditAnswer(records=records)
 
     async def refuse(
-        self, action: str, error: KeyServiceError, request_id: str, user_ids: Sequence[str] = ()
+        self,
+        action: str,
+        error: KeyServiceError,
+        request_id: str,
+        user_ids: Sequence[str] = (),
+        *,
+        source: str | None = None,
+        authenticated: bool = True,
     ) -> None:
-        """Record a refused request in the audit log and metrics; never raises (the caller gets the error)."""
+        """Record a refused request in the audit log and metrics before it is answered.
+
+        A refusal before authentication is counted with others of its kind (`edge.RefusalTally`).
+
+        Raises:
+            KeyServiceUnavailable: the audit log cannot take the record.
+        """
         self.metrics.refusals.labels(error.reason).inc()
+        if not authenticated:
+            await self.refusals.refused(tally_key(source or "", action, error), request_id)
+            return
         record = self._record(
             error.caller_id,
             action,
@@ -385,11 +419,23 @@ class KeyService:
             outcome=Outcome.REFUSED,
             request_id=request_id,
             reason=error.reason,
+            source=source,
         )
-        try:
-            await self.audit.append_many([record])
-        except KeyServiceError:
-            log.error("could not write the audit record of refused request %s", request_id)
+        await self.audit.append_many([record])
+
+    async def _write_refusal(self, key: TallyKey, count: int | None, request_id: str) -> None:
+        source, action, reason, caller = key
+        record = self._record(
+            caller,
+            action,
+            (),
+            outcome="refused",
+            request_id=request_id,
+            reason=reason,
+            source=source,
+            counts=None if count is None else {"refused": count},
+        )
+        await self.audit.append_many([record])
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """`(ready, details)`: ready when the store answers and is durable (or volatile was allowed)."""
@@ -402,7 +448,9 @@ class KeyService:
         return ready, {"status": "ok" if ready else "unavailable", "durable": durable}
 
     async def close(self) -> None:
-        """Close the Redis connections."""
+        """Write the counted refusals, stop the background sweeps and close the Redis connections."""
+        await self.refusals.close()
+        await self.erasure.close()
         await self.redis.aclose()
 
 

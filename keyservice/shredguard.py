@@ -6,102 +6,85 @@ failover to a lagging replica, a restore done by hand while the service runs. So
 handed out is also checked against the ledger held in memory; a key the ledger says was destroyed is
 never sent, and the user's entry in the store is brought back in line with the ledger at once.
 
-The in-memory view follows the file: when it grew (a shred or reinstate by this or another key-service
-process on the same ledger), it is read again. A file that shrank, vanished or was replaced is not
-trusted to forget shreds: what was known stays known (only a later reinstate undoes a shred), and the
-log says so; the next start checks the file.
+The in-memory view follows the ledger in Redis (one `LLEN` per request; new entries are read and checked
+as a continuation of the chain). A ledger that shrank or whose chain no longer continues the one read
+(the key-store Redis itself rolled back to older files) is not trusted to forget shreds: what was known
+stays known (only a later reinstate undoes a shred), and the log says so.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from keyservice.ledger import LedgerEntry, ShredLedger, UserFloor, summarize
+from keyservice.ledger import LedgerEntry, LedgerHead, ShredLedger, UserFloor, apply, summarize
 from keyservice.wire.errors import KeyServiceError, KeyServiceUnavailable
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Stamp:
-    inode: int
-    size: int
-
-
 class ShredGuard:
-    """Which key versions the shred ledger forbids, kept current with the ledger file.
+    """Which key versions the shred ledger forbids, kept current with the ledger in the key store.
 
     Args:
         ledger: The shred ledger.
-        entries: Its entries as loaded at start-up.
+        entries: Its entries as loaded at start-up (the guard reads them again on its first refresh).
     """
 
-    def __init__(self, ledger: ShredLedger, entries: Iterable[LedgerEntry]) -> None:
+    def __init__(self, ledger: ShredLedger, entries: Iterable[LedgerEntry] = ()) -> None:
         self._ledger = ledger
-        self._earlier: list[LedgerEntry] = []  # what files since vanished or replaced said
-        self._current = list(entries)  # what the file says now
-        self._noted: list[LedgerEntry] = []  # this process's appends since the file was last read
-        self._stamp = self._stat()
+        self._earlier: list[LedgerEntry] = [*entries]  # what was known before the current chain was read
+        self._current: list[LedgerEntry] = []  # the chain as read from Redis
+        self._noted: list[LedgerEntry] = []  # this process's appends since the chain was last read
+        self._head = LedgerHead()
         self.floors: dict[str, UserFloor] = {}
         self._fold()
 
     def _fold(self) -> None:
         self.floors = summarize([*self._earlier, *self._current, *self._noted])
 
-    def _stat(self) -> _Stamp | None:
-        try:
-            status = os.stat(self._ledger.path)
-        except FileNotFoundError:
-            return None
-        except OSError:
-            raise KeyServiceUnavailable("cannot read the shred ledger") from None
-        return _Stamp(status.st_ino, status.st_size)
-
-    def refresh(self) -> None:
-        """Re-read the ledger if it changed since the last look (one `stat` when it did not).
+    async def refresh(self) -> None:
+        """Read the entries appended since the last look (one `LLEN` when there are none).
 
         Raises:
             KeyServiceUnavailable: the ledger cannot be read or no longer verifies (fail closed: no key
                 is handed out while the ledger cannot be consulted).
         """
-        stamp = self._stat()
-        if stamp == self._stamp:
-            return
-        grown = (
-            stamp is not None
-            and self._stamp is not None
-            and stamp.inode == self._stamp.inode
-            and stamp.size > self._stamp.size
-        )
-        if not grown:
-            # Vanished, shrank, replaced — or created since the start: what was known stays known, and
-            # the new file's entries count after it (so only a later reinstate undoes a shred).
-            if self._stamp is not None:
-                log.error(
-                    "the shred ledger %s shrank, vanished or was replaced while the service ran; every "
-                    "shred known so far still counts (restart the service to re-check the file)",
-                    self._ledger.path,
-                )
-            self._earlier += [*self._current, *self._noted]
-            self._current, self._noted = [], []
-        self._stamp = stamp
-        if stamp is not None:
+        rewritten = False
+        try:
+            length = await self._ledger.length()
+            if length == self._head.length and not self._noted:
+                return
             try:
-                self._current = self._ledger.load(repair=False)
+                if length < self._head.length:
+                    raise KeyServiceError("shrank")
+                entries, head = await self._ledger.read_after(self._head)
             except KeyServiceError:
-                raise KeyServiceUnavailable(
-                    "the shred ledger does not verify; see the key service log"
-                ) from None
-            self._noted = []
-        self._fold()
+                # Shrank, or no longer continues what was read: the key store went back to older files.
+                if self._head.length:
+                    log.error(
+                        "the shred ledger in the key store shrank or was rewritten while the service ran (key "
+                        "store rolled back?): every shred known so far still counts"
+                    )
+                self._earlier += [*self._current, *self._noted]
+                self._current, self._noted = [], []
+                rewritten = True
+                entries, head = await self._ledger.read_after(LedgerHead())
+        except KeyServiceError:
+            raise KeyServiceUnavailable("the shred ledger does not verify; see the key service log") from None
+        self._current += entries
+        self._noted = []
+        self._head = head
+        if rewritten:
+            self._fold()
+        else:
+            for entry in entries:  # in place: O(new entries), not O(ledger), per request
+                apply(self.floors, entry)
 
     def note(self, entry: LedgerEntry) -> None:
         """Take in an entry this process has just appended (so it counts before the next `refresh`)."""
         self._noted.append(entry)
-        self._fold()
+        apply(self.floors, entry)
 
     def shredded(self, user_id: str) -> bool:
         """True when the ledger's last word on the user is a shred."""

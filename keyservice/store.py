@@ -19,6 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from keyservice import scripts
 from keyservice.ledger import UserFloor
+from keyservice.scripts import Reply
 from keyservice.wire.errors import (
     KeyServiceUnavailable,
     KeyShredded,
@@ -177,13 +178,7 @@ class KeyStore:
         shredded: list[str] = []
         misses: dict[str, int] = {}
         for user_id, reply in zip(user_ids, replies, strict=True):
-            status = reply[0]
-            if status == 1:
-                found[user_id] = self._open(user_id, reply[1], _wrapped(reply))
-            elif status == 2:
-                shredded.append(user_id)
-            else:
-                misses[user_id] = reply[1]
+            self._sort_current(user_id, reply, found, shredded, misses)
         for _ in range(_RETRIES):
             if not misses:
                 break
@@ -204,16 +199,28 @@ class KeyStore:
         replies = await self._run(self._create, [self.meta_key, *map(self.user_key, users)], args)
         retry: dict[str, int] = {}
         for user_id, reply in zip(users, replies, strict=True):
-            status = reply[0]
-            if status == 3:
+            if Reply(reply[0]) is Reply.STORED:
                 found[user_id] = fresh[user_id]
-            elif status == 1:
-                found[user_id] = self._open(user_id, reply[1], _wrapped(reply))
-            elif status == 2:
-                shredded.append(user_id)
             else:
-                retry[user_id] = reply[1]
+                self._sort_current(user_id, reply, found, shredded, retry)
         return retry
+
+    def _sort_current(
+        self,
+        user_id: str,
+        reply: Sequence[Any],
+        found: dict[str, PlainKey],
+        shredded: list[str],
+        misses: dict[str, int],
+    ) -> None:
+        # A READ_CURRENT or CREATE reply: the current key, shredded, or a miss at the floor given.
+        status = Reply(reply[0])
+        if status is Reply.FOUND:
+            found[user_id] = self._open(user_id, reply[1], _wrapped(reply))
+        elif status is Reply.SHREDDED:
+            shredded.append(user_id)
+        else:
+            misses[user_id] = reply[1]
 
     async def keys_at(self, refs: Sequence[tuple[str, int]]) -> VersionLookup:
         """Given versions of given users (for decryption); never creates a key.
@@ -229,9 +236,10 @@ class KeyStore:
         missing: list[tuple[str, int, str]] = []
         destroyed_at: dict[tuple[str, int], str] = {}
         for (user_id, version), reply in zip(refs, replies, strict=True):
-            if reply[0] == 1:
+            status = Reply(reply[0])
+            if status is Reply.FOUND:
                 found.append(self._open(user_id, version, reply[1]))
-            elif reply[0] == 2:
+            elif status is Reply.SHREDDED:
                 missing.append((user_id, version, MissingReason.SHREDDED))
                 if len(reply) > 1 and isinstance(reply[1], bytes):
                     destroyed_at[(user_id, version)] = reply[1].decode()
@@ -280,11 +288,12 @@ class KeyStore:
             wrapped = self.master.wrap(user_id, version, material)
             args = [self.master.key_id_hex, mode, version, wrapped]
             reply = await self._run(self._next_version, [self.meta_key, self.user_key(user_id)], args)
-            if reply[0] == 3:
+            status = Reply(reply[0])
+            if status is Reply.STORED:
                 return int(reply[1])
-            if reply[0] == 2:
+            if status is Reply.SHREDDED:
                 raise KeyShredded("user is shredded; reinstate them first")
-            if reply[0] == 4:
+            if status is Reply.NOT_SHREDDED:
                 raise UserNotShredded("user is not shredded")
             version = int(reply[1])
         raise KeyServiceUnavailable("key version kept racing; try again")

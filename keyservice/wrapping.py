@@ -1,4 +1,4 @@
-"""The one recipe that wraps data keys under the master key (AES-256-GCM), and nothing else does.
+"""The one recipe that wraps data keys (and transport keys) under the master key (AES-256-GCM).
 
 A wrapped key is `01 || master-key id (8) || nonce (12) || ciphertext+tag (48)`, 69 bytes. The associated
 data binds the recipe, the master-key id, the user id and the version, so a wrapped key copied to another
@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyservice.wire.errors import KeyUnwrapError, StartupRefused
+from pulseseal.secretfiles import SecretFileError, read_secret
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -29,6 +30,9 @@ KEY_ID_BYTES = 8
 FORMAT = b"\x01"
 WRAPPED_BYTES = 1 + KEY_ID_BYTES + NONCE_BYTES + KEY_BYTES + 16
 _AD_PREFIX = b"pulseseal/data-key/v1\x00"
+# Transport keys (docs/envelope.md, "Transport envelope") are wrapped by the same recipe under their own
+# label, so a wrapped transport key can never be taken for a data key or the other way round.
+_TRANSPORT_AD_PREFIX = b"pulseseal/transport-key/v1\x00"
 
 
 def new_data_key(rng: Callable[[int], bytes] = os.urandom) -> bytes:
@@ -78,10 +82,13 @@ class MasterKey:
         """Read a base64 master-key file.
 
         Raises:
-            StartupRefused: the file is missing, unreadable or not base64 of 32 bytes.
+            StartupRefused: the file is missing, unreadable, accessible by group or others, or not base64
+                of 32 bytes.
         """
         try:
-            text = path.read_text(encoding="ascii")
+            text = read_secret(path).decode("ascii")
+        except SecretFileError as exc:
+            raise StartupRefused(str(exc)) from None
         except FileNotFoundError:
             raise StartupRefused(
                 f"no master key: {path} does not exist; set PULSESEAL_MASTER_KEY_FILE or "
@@ -112,6 +119,29 @@ class MasterKey:
             raise KeyUnwrapError()
         try:
             return self._aead.decrypt(wrapped[9:21], wrapped[21:], self._associated_data(user_id, version))
+        except InvalidTag:
+            raise KeyUnwrapError() from None
+
+    def wrap_transport_key(self, key_id: str, material: bytes, *, nonce: bytes | None = None) -> bytes:
+        """Wrap the private parts of one transport key (any length; 96 bytes in practice)."""
+        nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+        sealed = self._aead.encrypt(nonce, material, _TRANSPORT_AD_PREFIX + self.key_id + key_id.encode())
+        return FORMAT + self.key_id + nonce + sealed
+
+    def unwrap_transport_key(self, key_id: str, wrapped: bytes) -> bytes:
+        """Open a wrapped transport key.
+
+        Raises:
+            KeyUnwrapError: wrong format, another master key, another key id, or tampered.
+        """
+        if len(wrapped) < 1 + KEY_ID_BYTES + NONCE_BYTES + 16 or wrapped[:1] != FORMAT:
+            raise KeyUnwrapError()
+        if wrapped[1:9] != self.key_id:
+            raise KeyUnwrapError()
+        try:
+            return self._aead.decrypt(
+                wrapped[9:21], wrapped[21:], _TRANSPORT_AD_PREFIX + self.key_id + key_id.encode()
+            )
         except InvalidTag:
             raise KeyUnwrapError() from None
 

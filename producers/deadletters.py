@@ -3,13 +3,14 @@
 `list_dead` takes every message with `basic.get` without acknowledging it and then closes its channel,
 which hands them all back to the queue: nothing is consumed, and only one message at a time is held in
 memory here. `redrive` republishes each dead letter to `pulseseal.events` with the routing key
-`events.redrive` (same body and content type), and acknowledges the dead one only after the broker
+`events.redrive` (same body, content type and transport headers: a dead letter is transport-sealed, and
+the redrive passes it on sealed without ever opening it; one from before transport sealing, still
+plaintext, is sealed on its way out), and acknowledges the dead one only after the broker
 confirmed the copy — a crash in between leaves a duplicate, never a loss.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -20,7 +21,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import AMQPError
 
-from producers.publisher import Publisher, PublishFailed
+from producers.confirms import InOrderConfirms
+from producers.publisher import MessageSealer, Publisher, PublishFailed
 from pulseseal.settings import redact_url
 from pulseseal.topology import (
     DEAD_QUEUE,
@@ -31,6 +33,7 @@ from pulseseal.topology import (
     TopologyMismatch,
     declare_topology,
 )
+from pulseseal.transit import TransportUnopenable, TransportUnsealed, sealed_from
 
 REDRIVEN_HEADER = "x-pulseseal-redriven"
 _LINE_PREFIX = re.compile(r"^line \d+: ")
@@ -119,6 +122,7 @@ async def list_dead(url: str, *, delivery_limit: int, limit: int | None = None) 
 async def redrive(
     url: str,
     *,
+    sealer: MessageSealer,
     delivery_limit: int,
     code: str | None = None,
     limit: int | None = None,
@@ -131,6 +135,7 @@ async def redrive(
 
     Args:
         url: The AMQP URL.
+        sealer: Seals the dead letters that are not transport-sealed yet (closed when done).
         delivery_limit: For declaring the topology.
         code: Move only dead letters with this code (others stay).
         limit: Move at most this many.
@@ -142,84 +147,75 @@ async def redrive(
     """
     connection = await _connect(url)
     publisher = Publisher(
-        url, delivery_limit=delivery_limit, confirm_timeout_s=confirm_timeout_s, app_id="pulseseal-redrive"
+        url,
+        sealer=sealer,
+        delivery_limit=delivery_limit,
+        confirm_timeout_s=confirm_timeout_s,
+        app_id="pulseseal-redrive",
     )
-    mover = _Mover(publisher)
+
+    async def acknowledge(message: AbstractIncomingMessage) -> None:
+        await message.ack()
+
+    # Each dead letter is acked once its copy is confirmed, in order: a failure leaves it and later ones.
+    mover = InOrderConfirms(
+        lambda message: _copy(publisher, message), max_in_flight=_WINDOW, on_confirmed=acknowledge
+    )
     try:
         await publisher.connect()
         channel, queue, in_queue = await _open_dead_queue(connection, delivery_limit)
         for _ in range(in_queue):
-            if limit is not None and mover.started >= limit:
+            if limit is not None and mover.submitted >= limit:
                 break
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
             if code is not None and classify(message.headers)[0] != code:
                 continue  # left unacknowledged: back in the queue when the channel closes
-            await mover.add(message)
-        await mover.settle()
+            if _malformed_envelope(message):
+                continue  # could never be opened: moving it would only dead-letter it again
+            await mover.submit(message)
+        await mover.drain()
         await channel.close()
     except PublishFailed as exc:
         raise DeadLetterError(
-            f"{exc}; {mover.moved} moved, the rest is still in {DEAD_QUEUE} — retry later"
+            f"{exc}; {mover.settled} moved, the rest is still in {DEAD_QUEUE} — retry later"
         ) from None
     except AMQPError as exc:
         raise DeadLetterError(
-            f"RabbitMQ failed during the redrive ({type(exc).__name__}); {mover.moved} moved"
+            f"RabbitMQ failed during the redrive ({type(exc).__name__}); {mover.settled} moved"
         ) from None
     finally:
-        mover.cancel()
+        mover.abandon()
         await publisher.close()
         await connection.close()
-    return RedriveReport(mover.moved, in_queue - mover.moved)
-
-
-class _Mover:
-    """Copies dead letters with up to `_WINDOW` confirms outstanding; acks each once its copy is in."""
-
-    def __init__(self, publisher: Publisher) -> None:
-        self._publisher = publisher
-        self._pending: list[tuple[AbstractIncomingMessage, asyncio.Task[None]]] = []
-        self.started = 0
-        self.moved = 0
-
-    async def add(self, message: AbstractIncomingMessage) -> None:
-        self._pending.append((message, asyncio.create_task(_copy(self._publisher, message))))
-        self.started += 1
-        if len(self._pending) >= _WINDOW:
-            await self.settle()
-
-    async def settle(self) -> None:
-        """Ack, in order, every dead letter whose copy was confirmed.
-
-        Raises:
-            PublishFailed: a copy was not confirmed; it and later ones stay unacknowledged.
-        """
-        while self._pending:
-            message, task = self._pending[0]
-            await task
-            await message.ack()
-            self._pending.pop(0)
-            self.moved += 1
-
-    def cancel(self) -> None:
-        for _, task in self._pending:
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not report it as lost
-            task.cancel()
-        self._pending.clear()
+    return RedriveReport(mover.settled, in_queue - mover.settled)
 
 
 async def _copy(publisher: Publisher, message: AbstractIncomingMessage) -> None:
     headers = {k: v for k, v in (message.headers or {}).items() if not _is_dead_letter_header(k)}
     previous = (message.headers or {}).get(REDRIVEN_HEADER)
     headers[REDRIVEN_HEADER] = (previous if isinstance(previous, int) else 0) + 1
-    await publisher.publish(
-        message.body,
-        routing_key=REDRIVE_ROUTING_KEY,
-        content_type=message.content_type or JSON,
-        headers=headers,
-    )
+    content_type = message.content_type or JSON
+    try:
+        sealed = sealed_from(message.body, message.headers, content_type)
+    except TransportUnsealed:
+        # A dead letter from before transport sealing: it leaves sealed, like every message we publish.
+        await publisher.publish(
+            message.body, routing_key=REDRIVE_ROUTING_KEY, content_type=content_type, headers=headers
+        )
+        return
+    await publisher.publish_sealed(sealed, routing_key=REDRIVE_ROUTING_KEY, headers=headers)
+
+
+def _malformed_envelope(message: AbstractIncomingMessage) -> bool:
+    try:
+        sealed_from(message.body, message.headers, message.content_type)
+    except TransportUnsealed:
+        return False
+    except TransportUnopenable:
+        return True
+    return False
 
 
 def _is_dead_letter_header(name: str) -> bool:

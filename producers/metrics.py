@@ -11,7 +11,7 @@ PUBLISH_SECONDS = Histogram(
 )
 PUBLISH_FAILURES = Counter(
     "pulseseal_publish_failures_total",
-    "Messages the broker did not confirm, by reason (unavailable, timeout, nacked, returned).",
+    "Messages the broker did not confirm, by reason (unavailable, timeout, nacked, returned, sealing).",
     ["reason"],
 )
 BROKER_CONNECTED = Gauge(

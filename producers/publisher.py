@@ -5,6 +5,10 @@ confirms by delivery tag), so a caller that needs throughput starts several and 
 Messages are published `mandatory`: a message no queue would take comes back as a failure instead of
 being confirmed and dropped. The full topology is declared on every (re)connect for the same reason.
 
+Every body is transport-sealed for the encryptors before it leaves (contract §4, pulseseal/transit.py):
+`publish` seals the plaintext under the current transport key, and `publish_sealed` sends a message that
+is sealed already (a redriven dead letter). There is no way to publish a plaintext body.
+
 When the broker goes away the next publish reconnects; while it stays away, publishes fail fast (one
 connection attempt at a time, at most one every `reconnect_interval_s`) so that the gateway can answer
 503 at once instead of queueing requests behind a dead socket.
@@ -19,15 +23,17 @@ import time
 import uuid
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 
+from keyservice.wire.errors import KeyServiceError
 from producers import metrics
 from pulseseal.settings import redact_url
 from pulseseal.topology import TopologyMismatch, declare_topology
+from pulseseal.transit import SealedMessage
 
 log = logging.getLogger("pulseseal.publisher")
 
@@ -47,11 +53,28 @@ class PublishRefused(PublishFailed):
     """RabbitMQ refused the message: it nacked it, or no queue would take it (returned)."""
 
 
+class SealingUnavailable(PublishFailed):
+    """No transport key to seal with (the key service cannot be reached). Retrying later may succeed."""
+
+
+class MessageSealer(Protocol):
+    """What seals a body for the encryptors (`keyservice.client.transport_public.TransportSealer`)."""
+
+    async def seal(self, plaintext: bytes, content_type: str) -> SealedMessage:
+        """The sealed message (raises a `KeyServiceError` when no transport key can be had)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the sealer holds (its HTTP client)."""
+        ...
+
+
 class Publisher:
-    """Publishes to `pulseseal.events` with publisher confirms and `mandatory=True`.
+    """Publishes transport-sealed messages to `pulseseal.events` with confirms and `mandatory=True`.
 
     Args:
         url: The AMQP URL (its password is never logged).
+        sealer: Seals every body under the current transport key; closed with the publisher.
         delivery_limit: `x-delivery-limit` used when declaring the topology.
         confirm_timeout_s: Default deadline of one `publish`, reconnecting included.
         connect_timeout_s: Deadline of one connection attempt.
@@ -63,6 +86,7 @@ class Publisher:
         self,
         url: str,
         *,
+        sealer: MessageSealer,
         delivery_limit: int,
         confirm_timeout_s: float = 5.0,
         connect_timeout_s: float = 5.0,
@@ -70,6 +94,7 @@ class Publisher:
         app_id: str = "pulseseal",
     ) -> None:
         self._url = url
+        self._sealer = sealer
         self._delivery_limit = delivery_limit
         self._confirm_timeout_s = confirm_timeout_s
         self._connect_timeout_s = connect_timeout_s
@@ -116,10 +141,10 @@ class Publisher:
         message_id: str | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        """Publish one persistent message and wait for the broker's confirm.
+        """Seal one message body, publish it persistent and wait for the broker's confirm.
 
         Args:
-            body: The message body.
+            body: The message body (plaintext: it is sealed here).
             routing_key: Its routing key on `pulseseal.events`.
             content_type: `application/json` or `application/x-ndjson`.
             headers: Extra AMQP headers.
@@ -130,13 +155,40 @@ class Publisher:
             BrokerUnavailable: not connected and cannot connect, the connection was lost, or no confirm
                 came before the deadline. The message may still have been stored.
             PublishRefused: the broker nacked the message or returned it as unroutable.
+            SealingUnavailable: no transport key could be had; nothing was published.
+        """
+        try:
+            sealed = await self._sealer.seal(body, content_type)
+        except KeyServiceError as exc:
+            metrics.PUBLISH_FAILURES.labels(reason="sealing").inc()
+            raise SealingUnavailable(f"cannot seal for the encryptors: {exc.detail}") from None
+        await self.publish_sealed(
+            sealed, routing_key=routing_key, headers=headers, message_id=message_id, timeout_s=timeout_s
+        )
+
+    async def publish_sealed(
+        self,
+        sealed: SealedMessage,
+        *,
+        routing_key: str,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Publish a message that is transport-sealed already and wait for the broker's confirm.
+
+        The transport headers are the sealed message's own; `headers` cannot override them.
+
+        Raises:
+            BrokerUnavailable: as for `publish`.
+            PublishRefused: as for `publish`.
         """
         message = aio_pika.Message(
-            body,
-            content_type=content_type,
+            sealed.body,
+            content_type=sealed.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id or uuid.uuid4().hex,
-            headers=dict(headers) if headers else None,
+            headers={**(headers or {}), **sealed.headers},
             app_id=self._app_id,
         )
         started = time.perf_counter()
@@ -167,11 +219,12 @@ class Publisher:
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
     async def close(self) -> None:
-        """Close the connection; later publishes fail with `BrokerUnavailable`."""
+        """Close the connection and the sealer; later publishes fail with `BrokerUnavailable`."""
         self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()
         await self._drop("closed")
+        await self._sealer.aclose()
 
     # --- connection management -------------------------------------------------------------------
 

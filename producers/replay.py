@@ -31,11 +31,18 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from keyservice.client import DecryptKeys
 from keyservice.wire.errors import KeyServiceError
 from keyservice.wire.models import MissingReason
-from pulseseal.envelope import DataKey, IntegrityError, KeyExpired, from_millis, open_sealed, to_millis
+from pulseseal.envelope import (
+    MAX_KEY_VERSION,
+    DataKey,
+    IntegrityError,
+    KeyExpired,
+    from_millis,
+    open_sealed,
+    to_millis,
+)
 from schemas import HealthEvent, canonical_json
 
 CHUNK_DOCUMENTS = 500
-MAX_KEY_VERSION = 2**31 - 1  # the highest version the key service's decrypt accepts
 REPORT_TIMEOUT_S = 10.0  # how long a replay that failed part-way still tries to record its outcome
 
 Ref = tuple[str, int]

@@ -7,12 +7,11 @@ named by `--out` is always a whole replay, never the first half of one.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import sys
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from pulseseal.files import AtomicFile
 
 
 class ReplayOutput(Protocol):
@@ -63,7 +62,7 @@ class StdoutOutput:
 
 
 class FileOutput:
-    """A file that is replaced only by a complete replay.
+    """A file that is replaced only by a complete replay (an `AtomicFile`, mode 0600).
 
     Args:
         target: The file to write (replaced if it exists).
@@ -74,10 +73,7 @@ class FileOutput:
 
     def __init__(self, target: Path) -> None:
         self.where = str(target)
-        self._target = target
-        self._temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
-        fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._file = os.fdopen(fd, "wb")
+        self._file = AtomicFile(target, mode=0o600)
 
     def write(self, data: bytes) -> None:
         """Append bytes to the temporary file.
@@ -93,24 +89,8 @@ class FileOutput:
         Raises:
             OSError: the file could not be synced or renamed (the temporary file is removed).
         """
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self._temporary, self._target)
-        except OSError:
-            self.discard()
-            raise
-        with contextlib.suppress(OSError):  # the rename is done; a directory that cannot be synced is rare
-            dir_fd = os.open(self._target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        self._file.commit()
 
     def discard(self) -> None:
         """Close and remove the temporary file."""
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self._temporary.unlink()
+        self._file.discard()

@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from schemas import HealthEvent, canonical_json, parse_event
 
 KEY_BYTES = 32
-MAX_KEY_VERSION = 0xFFFF_FFFF  # the u32 slot of the associated data
+# The highest key version anything issues, accepts or opens: the key service's API caps versions at the
+# int32 range (what every JSON and OpenAPI reader holds exactly); the envelope's u32 slot holds them all.
+MAX_KEY_VERSION = 2**31 - 1
 
 
 class InvalidKeyMaterial(ValueError):
@@ -59,7 +61,7 @@ class DataKey:
     ) -> None:
         if len(material) != KEY_BYTES:
             raise InvalidKeyMaterial(f"a data key must be {KEY_BYTES} bytes")
-        # Checked here, not at seal time: a version outside the u32 slot could never be sealed under.
+        # Checked here, not at seal time: a version outside the range could never be asked for again.
         if not _is_int(version) or not 1 <= version <= MAX_KEY_VERSION:
             raise ValueError(f"a key version must be an int from 1 to {MAX_KEY_VERSION}")
         self._user_id = user_id
@@ -214,28 +216,35 @@ def associated_data(*, v: int, event_id: str, user_id: str, occurred_at_ms: int,
         raise ValueError("a field does not fit its slot in the associated data") from None
 
 
-def seal(
-    event: HealthEvent,
-    key: DataKey,
-    *,
-    now: datetime | None = None,
-    nonce: bytes | None = None,
-) -> dict[str, Any]:
-    """Seal one event into the MongoDB document of docs/contract.md §5.
+def seal(event: HealthEvent, key: DataKey, *, now: datetime | None = None) -> dict[str, Any]:
+    """Seal one event into the MongoDB document of contract §5, under a fresh random nonce.
 
     Args:
         event: A validated event; its canonical JSON is the plaintext.
         key: The current data key of `event.user_id`.
         now: The `sealed_at` time (default: the clock).
-        nonce: The 12-byte nonce; only test vectors pass one, everything else gets a fresh random one.
 
     Raises:
-        ValueError: the key belongs to another user, or a given nonce is not 12 bytes.
+        ValueError: the key belongs to another user.
         KeyExpired: the key's TTL has passed.
     """
-    if nonce is None:
-        nonce = os.urandom(NONCE_BYTES)
-    elif len(nonce) != NONCE_BYTES:
+    return _seal_all((event,), {event.user_id: key}, os.urandom(NONCE_BYTES), _sealed_at(now))[0]
+
+
+def _seal_with_nonce(
+    event: HealthEvent, key: DataKey, nonce: bytes, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """`seal` with a caller-chosen nonce: FOR TEST VECTORS ONLY.
+
+    A nonce used twice under one key breaks AES-GCM (it reveals the XOR of the plaintexts and lets the
+    authentication key be recovered), so no production path may choose one: this is private, and the
+    public `seal` takes no nonce at all.
+
+    Raises:
+        ValueError: the key belongs to another user, or the nonce is not 12 bytes.
+        KeyExpired: the key's TTL has passed.
+    """
+    if len(nonce) != NONCE_BYTES:
         raise ValueError("a nonce must be 12 bytes")
     return _seal_all((event,), {event.user_id: key}, nonce, _sealed_at(now))[0]
 

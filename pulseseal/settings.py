@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyUrl, Field
+from pydantic import AnyUrl, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,8 +24,25 @@ class Settings(BaseSettings):
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
     mongo_url: str = Field("mongodb://127.0.0.1:27017/", description="MongoDB (or FerretDB) URL.")
     mongo_db: str = Field("pulseseal", description="Database holding `sealed_events`.")
+    ferretdb_backend: Literal["postgresql", "sqlite"] = Field(
+        "postgresql",
+        description="Where the local FerretDB stores: `postgresql` (indexed replay) or `sqlite` (one writer, no index used).",
+    )
+    ferretdb_postgresql_url: str = Field(
+        "postgresql://pulseseal@127.0.0.1:5433/ferretdb",
+        description="The PostgreSQL behind FerretDB, where PulseSeal adds the indexes FerretDB cannot make.",
+    )
+    ferretdb_postgresql_password_file: Path | None = Field(
+        None,
+        description="Its password, unless the URL has one (default `HOME/credentials/postgres.password`).",
+    )
     keystore_redis_url: str = Field(
         "redis://127.0.0.1:6380/0", description="The key service's own Redis (AOF on). Key service only."
+    )
+    keystore_redis_password_file: Path | None = Field(
+        None,
+        description="Password of the key-store Redis's `default` user, unless the URL carries one "
+        "(default `HOME/credentials/keystore-redis.password`). Key service only.",
     )
     keyservice_url: str = Field("http://127.0.0.1:8700", description="Where callers reach the key service.")
     gateway_url: str = Field("http://127.0.0.1:8080", description="Where clients reach the gateway.")
@@ -40,8 +57,9 @@ class Settings(BaseSettings):
     master_key_file: Path | None = Field(
         None, description="Base64 master key file (default `HOME/credentials/master.key`)."
     )
-    master_key: str | None = Field(
-        None, description="Base64 master key given directly (takes precedence over the file)."
+    master_key: SecretStr | None = Field(
+        None,
+        description="Base64 master key given directly (takes precedence over the file; never printed).",
     )
     callers_file: Path | None = Field(
         None, description="Key service callers file (default `HOME/credentials/callers.json`)."
@@ -49,6 +67,24 @@ class Settings(BaseSettings):
     keyservice_signing_key: Path | None = Field(
         None,
         description="Ed25519 key that signs erasure receipts (default `HOME/credentials/keyservice.pem`).",
+    )
+    keyservice_body_timeout_s: float = Field(
+        10.0, gt=0, description="A request's head, then its body, must arrive within this long, else 408."
+    )
+    keyservice_refusal_rate: float = Field(
+        50.0, ge=50, description="Refused requests a second one peer may make before 429 (contract §6)."
+    )
+    keyservice_refusal_burst: int = Field(
+        200, ge=200, description="Refused requests one peer may make in a burst before 429 (contract §6)."
+    )
+    audit_stream_max: int = Field(
+        100_000,
+        ge=100,
+        description="Audit records kept in the key-store Redis; older ones move to the archive.",
+    )
+    audit_archive_file: Path | None = Field(
+        None,
+        description="Where audit records beyond `AUDIT_STREAM_MAX` go (default `HOME/keyservice/audit-archive.ndjson`).",
     )
     key_ttl_s: int = Field(60, ge=1, le=3600, description="`expires_in` granted with each data key.")
     keystore_prefix: str = Field(
@@ -61,7 +97,16 @@ class Settings(BaseSettings):
     )
     shred_ledger_file: Path | None = Field(
         None,
-        description="Signed shred ledger, kept apart from the keys (default `HOME/keyservice/shred-ledger.ndjson`).",
+        description=(
+            "Old per-process shred ledger file, imported once into the ledger in the key store at start "
+            "(default `HOME/keyservice/shred-ledger.ndjson`)."
+        ),
+    )
+    backup_retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="A `pulseseal keys backup` file is restorable this long; then its backup key is destroyed.",
     )
 
     # --- callers of the key service ---
@@ -137,6 +182,11 @@ class Settings(BaseSettings):
         """Where dev credentials live."""
         return self.home_dir / "credentials"
 
+    @property
+    def keystore_redis_password_path(self) -> Path:
+        """Where the key-store Redis password is read from (and `services up` creates it)."""
+        return self.credential(self.keystore_redis_password_file, "keystore-redis.password")
+
     def credential(self, explicit: Path | None, name: str) -> Path:
         """An explicitly configured credential path, or the dev default `HOME/credentials/<name>`."""
         return explicit if explicit is not None else self.credentials_dir / name
@@ -151,8 +201,10 @@ def redact_url(url: str | AnyUrl) -> str:
     """A URL with any password replaced, safe to log or print."""
     text = str(url)
     scheme, sep, rest = text.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
         return text
-    userinfo, _, hostpart = rest.partition("@")
+    # The LAST @ ends the userinfo: a password may itself contain '@' (the first would leak its tail).
+    userinfo, _, host = authority.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hostpart}"
+    return f"{scheme}://{user}:***@{host}{slash}{path}"

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from schemas.rfc3339 import parse_rfc3339
+from schemas.userids import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 
 MAX_FUTURE_S = 24 * 3600
 _MAX_FUTURE = timedelta(seconds=MAX_FUTURE_S)
@@ -74,7 +75,9 @@ EventId = Annotated[
     WithJsonSchema({"type": "string", "format": "uuid", "pattern": _UUID_PATTERN}),
 ]
 UserId = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN),
 ]
 
 

@@ -16,6 +16,7 @@ import pydantic_core
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.events import EVENT_TYPES, HealthEvent
+from schemas.userids import USER_ID_RULE
 
 _ADAPTER: TypeAdapter[HealthEvent] = TypeAdapter(HealthEvent)
 
@@ -154,7 +155,7 @@ _FIXED = {
 }
 
 _PATTERN_MESSAGES = {
-    "user_id": "must be 1 to 128 characters of A-Za-z0-9._:@-",
+    "user_id": f"must be {USER_ID_RULE}",
     "event_id": "must be a UUID in 8-4-4-4-12 hex form",
 }
 

@@ -13,6 +13,8 @@ never overwritten — not even when it looks wrong; delete it to have it made ag
 - `callers.json`: the key service's callers file (format in `docs/callers-file.md`), made from the
   callers' keys above.
 - `gateway-jwt.secret`: the HS256 secret for user tokens, 48 URL-safe characters.
+- `keystore-redis.password`: the password of the key-store Redis's `default` user (43 URL-safe characters),
+  which `infra/redis.sh` starts Redis with and the key service authenticates with.
 
 Production deployments point the settings at their own files; nothing here is meant for them.
 """
@@ -35,11 +37,14 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from pulseseal.files import create_atomic
+from pulseseal.secretfiles import SecretFileError, read_secret
+
 RandomBytes = Callable[[int], bytes]
 
 #: Caller id → the scopes its dev key is given in `callers.json`.
 CALLER_SCOPES: Mapping[str, tuple[str, ...]] = {
-    "encryptor": ("keys:encrypt",),
+    "encryptor": ("keys:encrypt", "transport:open"),
     "auditor": ("keys:decrypt",),
     "admin": ("keys:admin",),
     "gateway": (),
@@ -52,7 +57,8 @@ KEYSERVICE_KEY_FILE = "keyservice.pem"
 ENCRYPTOR_SIGNING_KEY_FILE = "encryptor-signing.pem"
 MANIFEST_KEYS_FILE = "manifest-keys.json"
 MANIFEST_SIGNER = "encryptor"
-GATEWAY_JWT_SECRET_FILE = "gateway-jwt.secret"  # noqa: S105 - a file name, not a secret
+GATEWAY_JWT_SECRET_FILE = "gateway-jwt.secret"  # noqa: S105  # nosec B105  # a file name, not a secret
+KEYSTORE_REDIS_PASSWORD_FILE = "keystore-redis.password"  # noqa: S105  # nosec B105  # a file name, not a secret
 _SECRET_CHARS = 48  # URL-safe base64 of 36 random bytes: 48 characters, 216 bits
 
 
@@ -107,6 +113,10 @@ def ensure_dev_credentials(directory: Path, *, random_bytes: RandomBytes = os.ur
         GATEWAY_JWT_SECRET_FILE,
         lambda: base64.urlsafe_b64encode(_exactly(random_bytes, _SECRET_CHARS * 3 // 4)) + b"\n",
     )
+    create(
+        KEYSTORE_REDIS_PASSWORD_FILE,
+        lambda: base64.urlsafe_b64encode(_exactly(random_bytes, 32)).rstrip(b"=") + b"\n",
+    )
     public_keys = {cid: public_key_pem(load_private_key(directory / f"{cid}.pem")) for cid in CALLER_SCOPES}
     create(CALLERS_FILE, lambda: callers_document(public_keys).encode() + b"\n")
     report.warnings.extend(_mismatches(directory / CALLERS_FILE, public_keys))
@@ -148,10 +158,13 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Read an unencrypted PKCS#8 PEM Ed25519 private key (a caller's, or the key service's).
 
     Raises:
-        CredentialsError: The file is missing, unreadable, or not an unencrypted Ed25519 private key.
+        CredentialsError: The file is missing, unreadable, accessible by group or others, or not an
+            unencrypted Ed25519 private key.
     """
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
+        key = load_pem_private_key(read_secret(path), password=None)
+    except SecretFileError as exc:
+        raise CredentialsError(str(exc)) from None
     except FileNotFoundError:
         raise CredentialsError(f"{path} does not exist; `pulseseal services up` creates dev keys") from None
     except OSError as exc:
@@ -181,21 +194,10 @@ def _write_new(path: Path, content: bytes) -> bool:
     The content goes to a private temporary file that is then hard-linked into place: the link fails if
     the name exists (no overwrite, even racing another `up`), and a reader never sees half a file.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
+        return create_atomic(path, content)
     except OSError as exc:
         raise CredentialsError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
 
 
 def _manifest_key_mismatch(keys_file: Path, signing_pem: str) -> list[str]:
@@ -220,8 +222,17 @@ def _mismatches(callers_file: Path, public_keys: Mapping[str, str]) -> list[str]
         return [f"{callers_file} is not a readable callers file; delete it to have it made again"]
     if not isinstance(listed, dict):
         return [f"{callers_file} has no `callers` object; delete it to have it made again"]
-    return [
+    warnings = [
         f"{callers_file} does not hold the key of {cid}.pem; delete it to have it made again"
         for cid, pem in public_keys.items()
         if not isinstance(listed.get(cid), dict) or listed[cid].get("public_key") != pem
     ]
+    # A file made by an older version lacks scopes added since (the encryptor's `transport:open`).
+    warnings += [
+        f"{callers_file} does not give {cid} the scope {scope}; delete it to have it made again"
+        for cid, scopes in CALLER_SCOPES.items()
+        if isinstance(listed.get(cid), dict) and isinstance(listed[cid].get("scopes"), list)
+        for scope in scopes
+        if scope not in listed[cid]["scopes"]
+    ]
+    return warnings

@@ -61,6 +61,7 @@ def script_env(settings: Settings, base: Mapping[str, str] | None = None) -> dic
     env = dict(os.environ if base is None else base)
     env["PULSESEAL_HOME"] = str(settings.home_dir)
     env["PULSESEAL_PYTHON"] = sys.executable
+    env["PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE"] = str(settings.keystore_redis_password_path)
     return env
 
 

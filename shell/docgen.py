@@ -34,27 +34,58 @@ _DEAD_LETTER_DESCRIPTION = (
     "Dead letters. The encryptor publishes here (fanout, durable; bound to the quorum queue "
     "`pulseseal.dead`) what it must not seal, with publisher confirms, before it acknowledges the "
     "original message: an invalid event of a batch on its own (the line's bytes, `application/json`), a "
-    "message that is not a PulseSeal message as a whole (its own bytes and content type), and a shredded "
-    "user's events (canonical JSON). The body is the original, so it holds the event's plaintext: "
-    "`pulseseal dead list` counts them by code and reason without showing a body, `pulseseal dead "
-    "redrive` sends them back to `pulseseal.events`. RabbitMQ also dead-letters here, with its own "
-    "`x-death` header instead of these, a message that reached the `pulseseal.seal` queue's "
-    "`x-delivery-limit`."
+    "message that is not a PulseSeal message as a whole (its own bytes and content type), a shredded "
+    "user's events (canonical JSON), each event of a message that came without a transport envelope "
+    "(`unsealed_transport`), and a message that did not open (`transport_unopenable`, its bytes whole). "
+    "Every body is transport-sealed for the encryptors (HPKE, the transport envelope of the seal queue's "
+    "messages), so the dead queue holds no plaintext either: `pulseseal dead list` counts them by code "
+    "and reason from the clear headers, `pulseseal dead redrive` sends them back to `pulseseal.events` "
+    "still sealed. RabbitMQ also dead-letters here, with its own `x-death` header instead of these, a "
+    "message that reached the `pulseseal.seal` queue's `x-delivery-limit` (still sealed as it was)."
 )
+
+
+def _transport_headers() -> dict[str, Any]:
+    from pulseseal.transit import KEY_ID_PATTERN, SUITE_NAME, TRANSPORT_HEADER, TRANSPORT_KEY_HEADER
+
+    return {
+        TRANSPORT_HEADER: {
+            "type": "string",
+            "const": "hpke-v1",
+            "description": (
+                f"The body is HPKE-sealed (RFC 9180 base mode, single shot, {SUITE_NAME}): `enc` then "
+                "ciphertext, info = `pulseseal-transport-v1` NUL key id NUL content type (docs/envelope.md)."
+            ),
+        },
+        TRANSPORT_KEY_HEADER: {
+            "type": "string",
+            "pattern": KEY_ID_PATTERN,
+            "description": "The transport key it is sealed under (`GET /v1/transport/key` on the key service).",
+        },
+    }
 
 
 def _dead_letter_headers() -> dict[str, Any]:
     from consumers.deadletters import EVENT_ID_HEADER, LINE_HEADER, MESSAGE_ID_HEADER
     from consumers.messages import INVALID_EVENT, INVALID_MESSAGE, USER_SHREDDED
+    from consumers.transit import TRANSPORT_UNOPENABLE, UNSEALED_TRANSPORT
     from pulseseal.topology import ERROR_HEADER, REASON_HEADER
+    from pulseseal.transit import TRANSPORT_HEADER, TRANSPORT_KEY_HEADER
 
     return {
         "type": "object",
-        "required": [ERROR_HEADER, REASON_HEADER],
+        "required": [ERROR_HEADER, REASON_HEADER, TRANSPORT_HEADER, TRANSPORT_KEY_HEADER],
         "properties": {
+            **_transport_headers(),
             ERROR_HEADER: {
                 "type": "string",
-                "enum": [INVALID_EVENT, INVALID_MESSAGE, USER_SHREDDED],
+                "enum": [
+                    INVALID_EVENT,
+                    INVALID_MESSAGE,
+                    USER_SHREDDED,
+                    UNSEALED_TRANSPORT,
+                    TRANSPORT_UNOPENABLE,
+                ],
                 "description": "Why it was dead-lettered (a stable code).",
             },
             REASON_HEADER: {
@@ -62,7 +93,10 @@ def _dead_letter_headers() -> dict[str, Any]:
                 "description": "Human text naming the field and the rule, never a value.",
             },
             LINE_HEADER: {"type": "integer", "description": "The event's 1-based line in an NDJSON batch."},
-            EVENT_ID_HEADER: {"type": "string", "description": "The event id, when it is known."},
+            EVENT_ID_HEADER: {
+                "type": "string",
+                "description": "The event id, when it could be read (a UUID).",
+            },
             MESSAGE_ID_HEADER: {"type": "string", "description": "The original message's id, if it had one."},
         },
     }
@@ -105,6 +139,7 @@ def keyservice_openapi() -> dict[str, Any]:
 
 def gateway_openapi() -> dict[str, Any]:
     """The gateway's OpenAPI document, from its app built around a publisher that never connects."""
+    from keyservice.client.transport_public import TransportSealer
     from producers.gateway.app import create_app
     from producers.gateway.auth import TokenVerifier
     from producers.gateway.service import EventIntake
@@ -114,7 +149,11 @@ def gateway_openapi() -> dict[str, Any]:
     intake = EventIntake(
         # The document does not depend on the key; a placeholder of the minimum length will do.
         TokenVerifier(secret=bytes(32), jwks=None, audience=settings.gateway_jwt_audience),
-        Publisher(settings.amqp_url, delivery_limit=settings.delivery_limit),
+        Publisher(
+            settings.amqp_url,
+            sealer=TransportSealer(settings.keyservice_url),  # never asked: nothing is published
+            delivery_limit=settings.delivery_limit,
+        ),
         body_timeout_s=settings.gateway_body_timeout_s,
         confirm_timeout_s=settings.gateway_confirm_timeout_s,
     )
@@ -126,6 +165,9 @@ class _NoKeys:
 
     async def encrypt_keys(self, user_ids: Collection[str]) -> Any:
         raise NotImplementedError("documentation only")
+
+    async def reachable(self) -> bool:
+        return False
 
 
 def asyncapi_document() -> dict[str, Any]:
@@ -143,12 +185,14 @@ def asyncapi_document() -> dict[str, Any]:
     from pymongo import AsyncMongoClient
 
     from consumers.encryptor import Encryptor
+    from consumers.transit import TransportGate
     from pulseseal.topology import DEAD_EXCHANGE, JSON, NDJSON, SEAL_QUEUE
     from schemas import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, HealthEvent
 
     settings = Settings.model_construct()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url, connect=False)
-    broker = Encryptor(settings, _NoKeys(), client).broker
+    transport = TransportGate(_NoKeys(), _NoKeys())  # type: ignore[arg-type]
+    broker = Encryptor(settings, _NoKeys(), client, transport=transport).broker
     broker.publisher(
         exchange=RabbitExchange(DEAD_EXCHANGE, type=ExchangeType.FANOUT, durable=True),
         persist=True,
@@ -185,16 +229,29 @@ def asyncapi_document() -> dict[str, Any]:
     for name in [name for name in messages if name.startswith(f"{SEAL_QUEUE}:")]:
         payload_ref = messages.pop(name)["payload"]["$ref"]
         schemas.pop(payload_ref.rsplit("/", 1)[1], None)
+    transport_headers = {
+        "type": "object",
+        "required": sorted(_transport_headers()),
+        "properties": _transport_headers(),
+    }
+    sealed_note = (
+        " The body on the broker is this payload transport-sealed (HPKE); the content type is the "
+        "plaintext's. A message without the transport headers, or that does not open, is never stored."
+    )
     messages["HealthEvent"] = {
         "name": "HealthEvent",
         "title": "One event",
         "contentType": JSON,
+        "headers": transport_headers,
+        "description": "One health event." + sealed_note,
         "payload": {"$ref": "#/components/schemas/HealthEvent"},
     }
     messages["HealthEventBatch"] = {
         "name": "HealthEventBatch",
         "title": "A batch of events (NDJSON)",
         "contentType": NDJSON,
+        "headers": transport_headers,
+        "description": "A batch of health events." + sealed_note,
         "payload": {
             "type": "string",
             "description": (
@@ -211,7 +268,7 @@ def asyncapi_document() -> dict[str, Any]:
     ]
     dead_message = messages[f"{DEAD_EXCHANGE}:Message"]
     dead_message["headers"] = _dead_letter_headers()
-    dead_message["description"] = "The original bytes of what could not be sealed."
+    dead_message["description"] = "The original bytes of what could not be sealed, transport-sealed."
     return document
 
 

@@ -12,6 +12,8 @@ import pytest
 import redis
 from pymongo import MongoClient
 
+from keyservice.bootstrap import authenticated_url
+from pulseseal.ferretdb_sql import PostgresTarget, postgres_target
 from pulseseal.settings import Settings, load_settings
 from tests.isolation import create_vhost, delete_vhost, session_tag, vhost_url
 from tests.processes import Component, free_port, start, wait_healthy
@@ -49,14 +51,21 @@ def amqp_url(settings: Settings) -> str:
 
 @pytest.fixture(scope="session")
 def keystore_redis_url(settings: Settings) -> str:
-    """The key-store Redis URL, once it answers."""
-    return require_server("The key-store Redis", settings.keystore_redis_url, 6380)
+    """The key-store Redis URL with its password in it (contract §2), once it answers."""
+    require_server("The key-store Redis", settings.keystore_redis_url, 6380)
+    return authenticated_url(settings)
 
 
 @pytest.fixture(scope="session")
 def mongo_url(settings: Settings) -> str:
     """The MongoDB-compatible server's URL, once it answers."""
     return require_server("The MongoDB-compatible server", settings.mongo_url, 27017)
+
+
+@pytest.fixture(scope="session")
+def ferretdb_postgresql(settings: Settings) -> PostgresTarget | None:
+    """FerretDB's PostgreSQL, where `mongo.ensure_indexes` makes the GIN indexes (None on SQLite)."""
+    return postgres_target(settings)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,8 @@ from pulseseal.topology import SEAL_QUEUE
 from schemas import validate_event
 from tests.consumers.helpers import drain_dead_letters, open_channel, publish_batch, publish_single, wait_for
 from tests.factories import random_events, valid_event
-from tests.processes import Component, services, start, wait_healthy, wait_logged
+from tests.processes import Component, services, start, start_encryptor, wait_healthy
+from tests.transit import keyservice_keys
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,8 @@ async def stack(
         # drop, not delete_many: FerretDB (SQLite) fails a delete of more than ~32k documents at once
         # ("too many SQL variables"), and the fault tests leave tens of thousands.
         await collection.drop()
-        connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"])
+        keys = await keyservice_keys(pipeline_env["PULSESEAL_KEYSERVICE_URL"])
+        connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"], transport_keys=keys)
         try:
             await (await channel.get_queue(SEAL_QUEUE)).purge()
             await drain_dead_letters(channel, settle_s=0.1)
@@ -66,8 +68,7 @@ def encryptors(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
     started: list[Component] = []
 
     def launch() -> Component:
-        component = start("encryptor", ["encryptor"], pipeline_env, tmp_path)
-        wait_logged(component, "encryptor ready")
+        component = start_encryptor(pipeline_env, tmp_path)
         started.append(component)
         return component
 
@@ -231,7 +232,8 @@ async def test_rabbitmq_restart_under_a_running_encryptor_is_survived(
         lambda: _count_is(collection, len(events)), timeout_s=180, what="every event after the restart"
     )
     assert encryptor.process.poll() is None, "the encryptor reconnects by itself"
-    connection, fresh = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"])
+    keys = await keyservice_keys(pipeline_env["PULSESEAL_KEYSERVICE_URL"])
+    connection, fresh = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"], transport_keys=keys)
     try:
         await wait_for(lambda: _queue_empty(fresh), what="the queue to drain")
         assert await drain_dead_letters(fresh, settle_s=0.5) == []

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,9 +56,12 @@ from keyservice.wire.models import (
     parse_answer,
 )
 from pulseseal.envelope import DataKey, InvalidKeyMaterial
+from pulseseal.retry import Backoff, retry, retry_after_s
 from pulseseal.settings import Settings
 from schemas.rfc3339 import format_rfc3339 as rfc3339
 
+# A shred is answered after an AOF rewrite of the whole key store (contract §6): ~4 s at 1M users.
+SHRED_TIMEOUT_S = 120.0
 _TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 _BY_STATUS: dict[int, type[KeyServiceError]] = {
     401: TokenRejected,
@@ -99,7 +102,8 @@ class KeyServiceClient:
         cache_size: Keys cached at most (LRU), per kind (current keys; keys by version).
         timeout_s: Timeout of one HTTP attempt.
         retries: Further attempts after a transient failure (connection error, timeout, 429/502/503/504).
-        backoff_s: First backoff; doubles each retry, with full jitter, capped at 2 s.
+        backoff_s: First backoff; doubles each retry, with full jitter, capped at 2 s. A 429 or 503 with
+            `Retry-After` waits what the service asked instead (at most 30 s; `pulseseal.retry`).
         transport: httpx transport (tests pass an ASGI transport).
         sleep: Injectable for tests.
 
@@ -128,8 +132,14 @@ class KeyServiceClient:
         self._backoff_s = backoff_s
         self._sleep = sleep
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        # trust_env=False: HTTP(S)_PROXY must never route tokens and data keys through a proxy (in
+        # cleartext on plain HTTP); the key service is reached directly or not at all.
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), verify=verify, timeout=timeout_s, transport=transport
+            base_url=base_url.rstrip("/"),
+            verify=verify,
+            timeout=timeout_s,
+            transport=transport,
+            trust_env=False,
         )
         self._current = SingleFlight[str](KeyCache(cache_size))
         self._versions = SingleFlight[tuple[str, int]](KeyCache(cache_size))
@@ -168,6 +178,24 @@ class KeyServiceClient:
     def current_key_cache(self) -> KeyCache[str]:
         """The cache of current keys (its `hits`/`misses` feed the encryptor's metrics)."""
         return self._current.cache
+
+    @property
+    def caches(self) -> tuple[KeyCache[str], KeyCache[tuple[str, int]]]:
+        """Both key caches (current keys; keys by version), for the shred follower (client/shreds.py)."""
+        return self._current.cache, self._versions.cache
+
+    def stream(
+        self, path: str, scope: str, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """An open `GET` of a streaming endpoint (the shred stream), with a fresh token; no retries, and no
+        read timeout (the stream is held open; its reader watches for silence itself)."""
+        token = mint_token(self._key, self.caller_id, method="GET", path=path, body=b"", scope=scope)
+        return self._http.stream(
+            "GET",
+            path,
+            headers={**headers, "Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(self._http.timeout.connect, read=None),
+        )
 
     async def aclose(self) -> None:
         """Close connections and forget every cached key."""
@@ -321,9 +349,15 @@ class KeyServiceClient:
         return parse_answer(VersionAnswer, answer).version
 
     async def shred(self, user_id: str) -> ReceiptAnswer:
-        """Destroy every key version of the user; returns the signed erasure receipt."""
+        """Destroy every key version of the user; returns the signed erasure receipt.
+
+        The answer waits until the key store's files no longer hold the keys (an AOF rewrite: seconds on
+        a store of millions of users), so this request may take up to `SHRED_TIMEOUT_S`.
+        """
         self._current.cache.discard(user_id)
-        answer = await self._request("DELETE", f"/v1/users/{user_id}", "keys:admin", None)
+        answer = await self._request(
+            "DELETE", f"/v1/users/{user_id}", "keys:admin", None, timeout_s=SHRED_TIMEOUT_S
+        )
         return parse_answer(ReceiptAnswer, answer)
 
     async def reinstate(self, user_id: str) -> int:
@@ -348,6 +382,30 @@ class KeyServiceClient:
         answer = await self._request("GET", "/v1/audit", "keys:admin", None, params=params)
         return parse_answer(AuditAnswer, answer).records
 
+    async def healthy(self) -> bool:
+        """Whether the key service answers `GET /healthz` with 200 (its store reachable and durable)."""
+        try:
+            return (await self._http.get("/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        scope: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        idempotent: bool = True,
+    ) -> bytes:
+        """One signed request, retried like the rest, to an endpoint whose client lives in its own module
+        (keyservice/client/transport_keys.py); the answer's bytes, for `parse_answer`.
+
+        Raises:
+            KeyServiceError: the subclass that matches the refusal, as for every other call.
+        """
+        return await self._request(method, path, scope, payload, idempotent=idempotent)
+
     # --- transport ---
 
     async def _request(
@@ -359,11 +417,13 @@ class KeyServiceClient:
         *,
         idempotent: bool = True,
         params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> bytes:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if body else {}
-        attempt = 0
-        while True:
+
+        async def attempt() -> bytes:
+            # A fresh token each attempt: a token is single-use and bound to this request.
             token = mint_token(self._key, self.caller_id, method=method, path=path, body=body, scope=scope)
             self.requests_sent += 1
             try:
@@ -372,25 +432,41 @@ class KeyServiceClient:
                     path,
                     content=body,
                     params=params,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s,
                     headers={**headers, "Authorization": f"Bearer {token}"},
                 )
             except httpx.TransportError as exc:
+                away = KeyServiceUnavailable(f"key service not reachable: {type(exc).__name__}")
                 # A request that may have been sent is retried only when repeating it is harmless.
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if attempt >= self._retries or (sent and not idempotent):
-                    raise KeyServiceUnavailable(f"key service not reachable: {type(exc).__name__}") from None
-            else:
-                if response.status_code == 200:
-                    return response.content
-                if (
-                    response.status_code not in _TRANSIENT_STATUS
-                    or attempt >= self._retries
-                    or not idempotent
-                ):
-                    raise _error_from(response)
-            attempt += 1
-            delay = min(2.0, self._backoff_s * 2 ** (attempt - 1))
-            await self._sleep(random.uniform(0, delay))
+                raise (_Transient(away, None) if idempotent or not sent else away) from None
+            if response.status_code == 200:
+                return response.content
+            error = _error_from(response)
+            if response.status_code in _TRANSIENT_STATUS and idempotent:
+                raise _Transient(error, retry_after_s(response.headers.get("Retry-After")))
+            raise error
+
+        try:
+            return await retry(
+                attempt,
+                on=lambda exc: isinstance(exc, _Transient),
+                backoff=Backoff(initial_s=self._backoff_s, cap_s=2.0, jitter=1.0),
+                attempts=self._retries + 1,
+                sleep=self._sleep,
+            )
+        except _Transient as last:
+            raise last.error from None
+
+
+class _Transient(Exception):
+    """A failed attempt worth repeating: the error to raise if none is left, and the server's
+    `Retry-After` (seconds) when it sent one."""
+
+    def __init__(self, error: KeyServiceError, retry_after_s: float | None) -> None:
+        super().__init__(error.detail)
+        self.error = error
+        self.retry_after_s = retry_after_s
 
 
 def _data_key(granted: GrantedKey) -> DataKey:

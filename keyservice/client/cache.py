@@ -1,9 +1,16 @@
 """The client's key cache: a bounded LRU of `DataKey` handles, each dropped once its granted TTL ends,
-with single-flight fetching so that concurrent misses for one key make one request."""
+with single-flight fetching so that concurrent misses for one key make one request.
+
+Erasure (contract §6): `forget` drops a shredded user's keys at once (the shred stream calls it,
+keyservice/client/shreds.py); `sweep` removes expired handles, so none outlives its TTL in memory even if
+never looked up again; `cap_ttl` shortens how long new handles are kept while the shred stream is down.
+A fetch that was in flight while a user was forgotten is not cached (its answer may predate the shred).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
@@ -22,36 +29,67 @@ class KeyCache(Generic[K]):
 
     Args:
         max_size: Handles kept at most; the least recently used go first.
+        clock: Monotonic seconds, for `cap_ttl` (injectable for tests).
     """
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self._max = max_size
-        self._keys: OrderedDict[K, DataKey] = OrderedDict()
+        self._clock = clock
+        # Each handle with the clock time after which the cache drops it whatever its TTL (None: no cap).
+        self._keys: OrderedDict[K, tuple[DataKey, float | None]] = OrderedDict()
+        self._cap: float | None = None
+        # Bumped whenever keys are forgotten: a fetch begun before must not cache what it brings back.
+        self.generation = 0
         # Plain counters: the encryptor turns them into its hit-ratio metric.
         self.hits = 0
         self.misses = 0
 
+    def _expired(self, entry: tuple[DataKey, float | None]) -> bool:
+        key, deadline = entry
+        return key.expired() or (deadline is not None and not self._clock() < deadline)
+
     def get(self, name: K) -> DataKey | None:
         """The cached, unexpired handle, or None."""
-        key = self._keys.get(name)
-        if key is not None and key.expired():
+        entry = self._keys.get(name)
+        if entry is not None and self._expired(entry):
             del self._keys[name]
-            key = None
-        if key is None:
+            entry = None
+        if entry is None:
             self.misses += 1
             return None
         self.hits += 1
         self._keys.move_to_end(name)
-        return key
+        return entry[0]
 
     def put(self, name: K, key: DataKey) -> None:
         """Cache a handle, evicting the least recently used beyond `max_size`."""
-        self._keys[name] = key
+        deadline = None if self._cap is None else self._clock() + self._cap
+        self._keys[name] = (key, deadline)
         self._keys.move_to_end(name)
         while len(self._keys) > self._max:
             self._keys.popitem(last=False)
+
+    def cap_ttl(self, seconds: float | None) -> None:
+        """Keep handles cached from now on at most `seconds` (None: as long as their TTL); handles
+        already cached keep the deadline they have."""
+        self._cap = seconds
+
+    def sweep(self) -> int:
+        """Drop every expired handle; returns how many."""
+        expired = [name for name, entry in self._keys.items() if self._expired(entry)]
+        for name in expired:
+            del self._keys[name]
+        return len(expired)
+
+    def forget(self, belongs: Callable[[K], bool]) -> int:
+        """Drop every handle whose name `belongs` (a shredded user's); returns how many."""
+        self.generation += 1
+        gone = [name for name in self._keys if belongs(name)]
+        for name in gone:
+            del self._keys[name]
+        return len(gone)
 
     def discard(self, name: K) -> None:
         """Forget one handle."""
@@ -59,6 +97,7 @@ class KeyCache(Generic[K]):
 
     def clear(self) -> None:
         """Forget every handle."""
+        self.generation += 1
         self._keys.clear()
 
     def __len__(self) -> int:
@@ -93,6 +132,7 @@ class SingleFlight(Generic[K]):
             else:
                 mine[name] = self._inflight[name] = loop.create_future()
         if mine:
+            generation = self.cache.generation
             try:
                 fetched = await fetch(list(mine))
             except BaseException as exc:
@@ -100,7 +140,7 @@ class SingleFlight(Generic[K]):
                 raise
             for name, future in mine.items():
                 outcome = fetched.get(name, MissingReason.UNKNOWN)
-                if isinstance(outcome, DataKey):
+                if isinstance(outcome, DataKey) and self.cache.generation == generation:
                     self.cache.put(name, outcome)
                 self._inflight.pop(name, None)
                 if not future.done():

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from keyservice.wire.errors import KeyServiceError
+from pulseseal.secretfiles import SecretFileError, read_secret
 
 AUDIENCE = "pulseseal-keyservice"
 MAX_LIFETIME_S = 60
@@ -33,6 +34,16 @@ class CredentialError(KeyServiceError):
 def body_hash(body: bytes) -> str:
     """SHA-256 of the exact body bytes, base64url without padding (the `bh` claim)."""
     return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode("ascii")
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """The `kid` of a caller key: SHA-256 of its raw 32 bytes, base64url, first 22 characters (128 bits).
+
+    Derived, not configured: the client and the key service compute it from the key itself, so a caller
+    with two keys in the callers file (a rotation in progress) is matched to the right one by its token.
+    """
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).decode("ascii")[:22]
 
 
 def mint_token(
@@ -72,17 +83,21 @@ def mint_token(
         "htu": path,
         "bh": body_hash(body),
     }
-    return jwt.encode(claims, private_key, algorithm="EdDSA")
+    headers = {"kid": key_id(private_key.public_key())}
+    return jwt.encode(claims, private_key, algorithm="EdDSA", headers=headers)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Read an Ed25519 PKCS#8 PEM private key.
 
     Raises:
-        CredentialError: missing, unreadable, or not an unencrypted Ed25519 key (the message names the path).
+        CredentialError: missing, unreadable, accessible by group or others, or not an unencrypted Ed25519
+            key (the message names the path).
     """
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
+        key = load_pem_private_key(read_secret(path), password=None)
+    except SecretFileError as exc:
+        raise CredentialError(str(exc)) from None
     except FileNotFoundError:
         raise CredentialError(
             f"key file {path} does not exist (`pulseseal services up` creates dev keys)"

@@ -20,7 +20,10 @@ class AuditRecord(BaseModel):
     """One grant or refusal. `reason` says why a refusal happened.
 
     A replay's own record (action `replay`, outcome `reported`) also carries `counts`: how many records the
-    replay opened, failed to open and could not read (keys destroyed).
+    replay opened, failed to open and could not read (keys destroyed). A transport-key record (actions
+    `transport_*`) names the transport keys in `key_ids` instead of users. A refusal names its `source`
+    (the TCP peer address); repeated unauthenticated refusals of one kind are one record with
+    `counts: {"refused": n}`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -34,8 +37,12 @@ class AuditRecord(BaseModel):
     request_id: str
     purpose: str | None = None
     reason: str | None = None
-    # `purpose` and `reason` are always present (null when unset), `counts` only where there are counts.
+    # `purpose` and `reason` are always present (null when unset); `counts`, `key_ids` and `source` only
+    # where there are counts (a replay's report, counted refusals), transport keys (transport-key actions)
+    # or a refused request's peer.
     counts: dict[str, int] | None = Field(default=None, exclude_if=lambda value: value is None)
+    key_ids: list[str] | None = Field(default=None, exclude_if=lambda value: value is None)
+    source: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
     def to_json(self) -> dict[str, Any]:
         """The record as `GET /v1/audit` returns it."""

@@ -54,6 +54,14 @@ class RequestTooLarge(KeyServiceError):
     title = "Request too large"
 
 
+class RequestTimeout(KeyServiceError):
+    """The body did not arrive whole in time (408)."""
+
+    status = 408
+    default_reason = "body_timeout"
+    title = "Request timeout"
+
+
 class RequestInvalid(KeyServiceError):
     """The body or a path parameter is not what the endpoint takes (422)."""
 
@@ -141,3 +149,20 @@ class LedgerError(KeyServiceError):
     status = 503
     default_reason = "ledger_error"
     title = "Shred ledger error"
+
+
+class TooManyRefusals(KeyServiceError):
+    """This peer's refused requests exceeded the refusal rate limit (429, with `Retry-After`).
+
+    Args:
+        detail: Human text.
+        retry_after_s: Whole seconds after which the peer's next request is judged normally again.
+    """
+
+    status = 429
+    default_reason = "rate_limited"
+    title = "Too many refused requests"
+
+    def __init__(self, detail: str = "", *, retry_after_s: int = 1, reason: str | None = None) -> None:
+        super().__init__(detail, reason=reason)
+        self.retry_after_s = retry_after_s

@@ -8,7 +8,6 @@ The OpenAPI document is generated from the same models (keyservice/openapi.py).
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -24,14 +23,15 @@ from pydantic import (
 )
 
 from keyservice.wire.errors import KeyServiceError, RequestInvalid, RequestTooLarge
+from pulseseal.envelope import MAX_KEY_VERSION
+from schemas.rfc3339 import parse_rfc3339 as _parse_strict_rfc3339
+from schemas.userids import USER_ID_PATTERN as USER_ID_PATTERN  # re-exported: the wire names it
+from schemas.userids import USER_ID_RE as _USER_ID_RE
 
 MAX_KEYS = 1000
 MAX_COUNT = 2**53 - 1  # record counts: exact in every JSON reader
 MAX_BODY_BYTES = 256 * 1024
-MAX_KEY_VERSION = 2**31 - 1  # versions are stored as Redis hash fields and compared in Lua as numbers
 MAX_PURPOSE = 500
-USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
-_USER_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 UserId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128, pattern=USER_ID_PATTERN)]
 KeyVersion = Annotated[int, Field(ge=1, le=MAX_KEY_VERSION)]
@@ -123,12 +123,11 @@ def parse_rfc3339(text: str, field: str) -> datetime:
         RequestInvalid: not RFC 3339 or no offset.
     """
     try:
-        parsed = datetime.fromisoformat(text)
+        return _parse_strict_rfc3339(text)
     except ValueError:
-        raise RequestInvalid(f"{field} must be an RFC 3339 time", reason="invalid_time") from None
-    if parsed.tzinfo is None or "T" not in text.upper():
-        raise RequestInvalid(f"{field} must be an RFC 3339 time with an offset", reason="invalid_time")
-    return parsed
+        raise RequestInvalid(
+            f"{field} must be an RFC 3339 time with an offset", reason="invalid_time"
+        ) from None
 
 
 # --- answers ---
@@ -200,6 +199,7 @@ class ReceiptAnswer(_Answer):
     user_id: UserId
     versions_destroyed: list[int]
     destroyed_at: str
+    backups_unreadable_after: str
     signature: str
 
 

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, TypeAdapter
 from starlette.requests import ClientDisconnect
 
+from keyservice.client.transport_public import TransportSealer
 from producers import metrics
 from producers.gateway.auth import TokenVerifier
 from producers.gateway.errors import (
@@ -160,6 +161,7 @@ def create_app_from_settings(settings: Settings) -> FastAPI:
     )
     publisher = Publisher(
         settings.amqp_url,
+        sealer=TransportSealer.from_settings(settings),
         delivery_limit=settings.delivery_limit,
         confirm_timeout_s=settings.gateway_confirm_timeout_s,
         connect_timeout_s=min(5.0, settings.gateway_confirm_timeout_s),

@@ -18,6 +18,8 @@ from typing import Any
 import jwt
 
 from producers.gateway.errors import Unauthorized
+from pulseseal.claims import finite_time
+from pulseseal.secretfiles import SecretFileError, read_secret
 
 HS256 = "HS256"
 MIN_SECRET_BYTES = 32
@@ -104,7 +106,9 @@ class TokenVerifier:
         secret: bytes | None = None
         if secret_file is not None and (secret_required or secret_file.exists()):
             try:
-                secret = secret_file.read_text(encoding="utf-8").strip().encode()
+                secret = read_secret(secret_file).decode("utf-8").strip().encode()
+            except SecretFileError as exc:
+                raise AuthConfigError(str(exc)) from None
             except (OSError, UnicodeDecodeError) as exc:
                 raise AuthConfigError(
                     f"cannot read the user-token secret {secret_file}: {_why(exc)}"
@@ -171,13 +175,13 @@ class TokenVerifier:
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         now = self._clock()
-        exp = _number(claims.get("exp"))
+        exp = finite_time(claims.get("exp"))
         if exp is None:
-            raise Unauthorized("the token's exp claim must be a number")
+            raise Unauthorized("the token's exp claim must be a finite number")
         if now >= exp + self._leeway_s:
             raise Unauthorized("the token has expired")
         if "nbf" in claims:
-            nbf = _number(claims["nbf"])
+            nbf = finite_time(claims["nbf"])
             if nbf is None or now < nbf - self._leeway_s:
                 raise Unauthorized("the token is not valid yet")
 
@@ -211,12 +215,6 @@ def _jwks_keys(jwks: Mapping[str, Any]) -> list[_Key]:
             raise AuthConfigError(f"JWKS key #{number} has an algorithm the gateway does not accept")
         keys.append(_Key(kid=entry.get("kid"), algorithm=jwk.algorithm_name, key=jwk.key))
     return keys
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def _why(exc: Exception) -> str:

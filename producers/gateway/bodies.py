@@ -7,7 +7,6 @@ the field and the rule — never a value.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterable
 from datetime import datetime
 
@@ -18,6 +17,8 @@ from producers.gateway.errors import (
     ItemError,
     UnsupportedMediaType,
 )
+from pulseseal import bodies as body_limits
+from pulseseal.bodies import read_limited
 from schemas import (
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
@@ -66,21 +67,14 @@ async def read_body(
         BodyTooLarge: the declared or the actual length is over `limit`.
         BodyTimeout: the body did not arrive in time.
     """
-    too_large = BodyTooLarge(f"the body is larger than {limit} bytes (1 MiB); split it into smaller requests")
-    if declared_length is not None and declared_length > limit:
-        raise too_large
-    parts: list[bytes] = []
-    size = 0
     try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    raise too_large
-                parts.append(chunk)
-    except TimeoutError:
+        return await read_limited(chunks, declared_length=declared_length, limit=limit, timeout_s=timeout_s)
+    except body_limits.BodyTooLarge:
+        raise BodyTooLarge(
+            f"the body is larger than {limit} bytes (1 MiB); split it into smaller requests"
+        ) from None
+    except body_limits.BodyTimeout:
         raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s") from None
-    return b"".join(parts)
 
 
 def parse_body(body: bytes, kind: str, *, now: datetime | None) -> list[HealthEvent]:

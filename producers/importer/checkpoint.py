@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from pulseseal.files import write_atomic
 
 VERSION = 1
 _HEAD_BYTES = 64 * 1024
@@ -98,16 +99,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     Raises:
         OSError: it cannot be written.
     """
-    target = checkpoint_path(path)
-    temporary = target.with_name(target.name + ".tmp")
-    data = json.dumps(asdict(checkpoint), sort_keys=True).encode()
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, target)
+    write_atomic(checkpoint_path(path), json.dumps(asdict(checkpoint), sort_keys=True).encode())
 
 
 def remove_checkpoint(path: Path) -> None:

@@ -22,7 +22,8 @@ from producers.importer.progress import ImportProgress
 from producers.importer.readers import Item, Rejected, csv_items, ndjson_items
 from producers.importer.rejects import RejectsFile
 from producers.importer.window import Batch, ConfirmWindow, ImportAborted, Sender
-from schemas import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
+from producers.ndjson import Body, NdjsonPacker
+from schemas import MAX_BATCH_EVENTS
 
 
 @dataclass(slots=True)
@@ -35,37 +36,40 @@ class ImportTotals:
     rejects_files: list[Path] = field(default_factory=list)
 
 
-class Importer:
-    """Imports files through one publisher.
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    """How an import runs (`pulseseal import` takes them from the settings).
 
     Args:
-        publisher: The confirmed publisher.
-        progress: Where progress and notes go.
-        batch_events: Events per message (≤ 1000).
+        batch_events: Events per message (at most 1000).
         in_flight: Unconfirmed messages at most.
         retry_s: How long a lost broker is retried before stopping.
         checkpoint_interval_s: The least time between two checkpoint writes.
         now: The clock for the 24 h future bound (injectable for tests).
     """
 
+    batch_events: int = MAX_BATCH_EVENTS
+    in_flight: int = 16
+    retry_s: float = 60.0
+    checkpoint_interval_s: float = 0.5
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+class Importer:
+    """Imports files through one publisher.
+
+    Args:
+        publisher: The confirmed publisher.
+        progress: Where progress and notes go.
+        options: Batch size, confirms in flight, broker retry time, checkpoint interval, clock.
+    """
+
     def __init__(
-        self,
-        publisher: Sender,
-        progress: ImportProgress,
-        *,
-        batch_events: int = MAX_BATCH_EVENTS,
-        in_flight: int = 16,
-        retry_s: float = 60.0,
-        checkpoint_interval_s: float = 0.5,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        self, publisher: Sender, progress: ImportProgress, options: ImportOptions | None = None
     ) -> None:
         self._publisher = publisher
         self._progress = progress
-        self._batch_events = min(batch_events, MAX_BATCH_EVENTS)
-        self._in_flight = in_flight
-        self._retry_s = retry_s
-        self._interval_s = checkpoint_interval_s
-        self._now = now
+        self._options = options if options is not None else ImportOptions()
 
     async def run(self, plans: Sequence[FilePlan]) -> ImportTotals:
         """Import every planned file in order.
@@ -77,15 +81,23 @@ class Importer:
         """
         totals = ImportTotals()
         for plan in plans:
-            await _FileImport(self, plan, totals).run()
+            await _FileImport(self._publisher, self._progress, self._options, plan, totals).run()
         return totals
 
 
 class _FileImport:
     """The state of importing one file."""
 
-    def __init__(self, importer: Importer, plan: FilePlan, totals: ImportTotals) -> None:
-        self.importer, self.plan, self.totals = importer, plan, totals
+    def __init__(
+        self,
+        publisher: Sender,
+        progress: ImportProgress,
+        options: ImportOptions,
+        plan: FilePlan,
+        totals: ImportTotals,
+    ) -> None:
+        self.publisher, self.progress, self.options = publisher, progress, options
+        self.plan, self.totals = plan, totals
         start = plan.resume_from
         self.confirmed: Checkpoint | None = start
         self.imported = start.imported if start else 0
@@ -95,7 +107,7 @@ class _FileImport:
         self.rejects = RejectsFile(plan.path, keep_bytes=start.rejected_bytes if start else None)
 
     async def run(self) -> None:
-        importer, plan, progress = self.importer, self.plan, self.importer._progress
+        plan, progress, options = self.plan, self.progress, self.options
         if plan.size == 0:
             progress.note(f"{plan.path}: empty file, nothing to import")
             return
@@ -112,12 +124,12 @@ class _FileImport:
             )
             remove_checkpoint(plan.path)
         window = ConfirmWindow(
-            importer._publisher,
-            max_in_flight=importer._in_flight,
-            retry_s=importer._retry_s,
+            self.publisher,
+            max_in_flight=options.in_flight,
+            retry_s=options.retry_s,
             on_confirmed=self._confirmed,
             on_retry=lambda why: progress.note(
-                f"{plan.path}: {why}; retrying for up to {importer._retry_s:g} s"
+                f"{plan.path}: {why}; retrying for up to {options.retry_s:g} s"
             ),
         )
         progress.start(plan.path.name, plan.size, self.confirmed.offset if self.confirmed else 0)
@@ -144,7 +156,7 @@ class _FileImport:
             progress.note(f"{plan.path}: {self.rejected} line(s) rejected, listed in {self.rejects.path}")
 
     def _items(self, stream: BinaryIO) -> Iterator[Item]:
-        plan, now = self.plan, self.importer._now
+        plan, now = self.plan, self.options.now
         line, offset = plan.body_start
         if plan.resume_from is not None:
             line, offset = plan.resume_from.line + 1, plan.resume_from.offset
@@ -154,27 +166,25 @@ class _FileImport:
         return ndjson_items(stream, now=now, first_line=line, start_offset=offset)
 
     async def _pump(self, window: ConfirmWindow, items: Iterator[Item]) -> None:
-        limit = self.importer._batch_events
-        lines: list[bytes] = []
-        size = 0
+        packer = NdjsonPacker(max_events=self.options.batch_events)
         last_line, last_offset = 0, 0
         for line, offset, payload in items:
             if isinstance(payload, Rejected):
                 self.rejects.write(payload)
                 self.rejected += 1
             else:
-                cost = len(payload) + 1
-                if lines and (len(lines) >= limit or size + cost > MAX_BATCH_BYTES):
-                    await self._submit(window, lines, last_line, last_offset)
-                    lines, size = [], 0
-                lines.append(payload)
-                size += cost
+                # A full body ends at the line before this one: that is where its checkpoint points.
+                full = packer.add(payload)
+                if full is not None:
+                    await self._submit(window, full, last_line, last_offset)
             last_line, last_offset = line, offset
-        if lines:
-            await self._submit(window, lines, last_line, last_offset)
+        rest = packer.flush()
+        if rest is not None:
+            await self._submit(window, rest, last_line, last_offset)
 
-    async def _submit(self, window: ConfirmWindow, lines: list[bytes], line: int, offset: int) -> None:
-        self.queued += len(lines)
+    async def _submit(self, window: ConfirmWindow, packed: Body, line: int, offset: int) -> None:
+        body, events = packed
+        self.queued += events
         checkpoint = Checkpoint(
             format=self.plan.format,
             head_sha256=self.plan.head_sha256,
@@ -184,14 +194,14 @@ class _FileImport:
             rejected=self.rejected,
             rejected_bytes=self.rejects.position,
         )
-        await window.submit(Batch(b"\n".join(lines) + b"\n", len(lines), checkpoint))
-        self.importer._progress.update(offset, self.imported, self.rejected)
+        await window.submit(Batch(body, events, checkpoint))
+        self.progress.update(offset, self.imported, self.rejected)
 
     def _confirmed(self, batch: Batch) -> None:
         self.confirmed = batch.checkpoint
         self.imported = batch.checkpoint.imported
         self.totals.published_now += batch.events
-        if time.monotonic() - self.written_at >= self.importer._interval_s:
+        if time.monotonic() - self.written_at >= self.options.checkpoint_interval_s:
             self._save()
 
     def _save(self) -> None:
@@ -206,7 +216,7 @@ class _FileImport:
         path, at = self.plan.path, self.confirmed
         where = f"checkpoint after line {at.line}" if at else "no line confirmed yet"
         if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
-            self.importer._progress.note(f"{path}: interrupted ({where}); continue with --resume")
+            self.progress.note(f"{path}: interrupted ({where}); continue with --resume")
             return exc
         if isinstance(exc, ImportAborted):
             return ImportFileError(f"{path}: {exc}; {where} — start RabbitMQ and rerun with --resume")

@@ -8,18 +8,18 @@ publish failed is published again, with backoff, until the broker takes it or `r
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from producers.confirms import InOrderConfirms
 from producers.importer.checkpoint import Checkpoint
 from producers.publisher import PublishFailed
+from pulseseal.retry import Backoff, retry
 from pulseseal.topology import BATCH_ROUTING_KEY, NDJSON
 
-_FIRST_DELAY_S = 0.2
-_MAX_DELAY_S = 5.0
+# Steady, no jitter: one importer process, nothing to spread out.
+_BACKOFF = Backoff(initial_s=0.2, cap_s=5.0, jitter=0.0)
 
 
 class Sender(Protocol):
@@ -43,7 +43,8 @@ class Batch:
 
 
 class ConfirmWindow:
-    """Publishes batches with many confirms outstanding and reports them confirmed in order.
+    """Publishes batches with many confirms outstanding and reports them confirmed in order
+    (`producers.confirms.InOrderConfirms`); a failed batch is retried until `retry_s` runs out.
 
     Args:
         publisher: The confirmed publisher.
@@ -65,12 +66,16 @@ class ConfirmWindow:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._publisher = publisher
-        self._max_in_flight = max_in_flight
         self._retry_s = retry_s
-        self._on_confirmed = on_confirmed
         self._on_retry = on_retry
         self._sleep = sleep
-        self._pending: deque[tuple[Batch, asyncio.Task[None]]] = deque()
+
+        async def confirmed(batch: Batch) -> None:
+            on_confirmed(batch)
+
+        self._confirms = InOrderConfirms(
+            self._publish, max_in_flight=max_in_flight, on_confirmed=confirmed, on_failed=self._retry
+        )
 
     async def submit(self, batch: Batch) -> None:
         """Start publishing `batch`, first waiting for the oldest confirms while the window is full.
@@ -78,11 +83,7 @@ class ConfirmWindow:
         Raises:
             ImportAborted: an earlier batch could not be published within the retry time.
         """
-        while len(self._pending) >= self._max_in_flight:
-            await self._settle_oldest()
-        self._pending.append((batch, asyncio.create_task(self._publish(batch))))
-        # Let the event loop read confirms that arrived while the caller was parsing.
-        await asyncio.sleep(0)
+        await self._confirms.submit(batch)
 
     async def drain(self) -> None:
         """Wait until every submitted batch is confirmed.
@@ -90,42 +91,27 @@ class ConfirmWindow:
         Raises:
             ImportAborted: a batch could not be published within the retry time.
         """
-        while self._pending:
-            await self._settle_oldest()
+        await self._confirms.drain()
 
     def abandon(self) -> None:
         """Stop waiting for outstanding batches (interrupt or abort); their events are not counted."""
-        for _, task in self._pending:
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not report it as lost
-            task.cancel()
-        self._pending.clear()
-
-    async def _settle_oldest(self) -> None:
-        batch, task = self._pending[0]
-        try:
-            await task
-        except PublishFailed as exc:
-            await self._retry(batch, exc)
-        self._pending.popleft()
-        self._on_confirmed(batch)
+        self._confirms.abandon()
 
     async def _retry(self, batch: Batch, failure: PublishFailed) -> None:
         self._on_retry(str(failure))
-        deadline = time.monotonic() + self._retry_s
-        delay = _FIRST_DELAY_S
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ImportAborted(f"RabbitMQ did not take the events for {self._retry_s:g} s ({failure})")
-            await self._sleep(min(delay, remaining))
-            delay = min(delay * 2, _MAX_DELAY_S)
-            try:
-                await self._publish(batch)
-            except PublishFailed as exc:
-                failure = exc
-            else:
-                return
+        try:
+            await retry(
+                lambda: self._publish(batch),
+                on=lambda exc: isinstance(exc, PublishFailed),
+                backoff=_BACKOFF,
+                within_s=self._retry_s,
+                sleep=self._sleep,
+                failed=failure,
+            )
+        except PublishFailed as last:
+            raise ImportAborted(
+                f"RabbitMQ did not take the events for {self._retry_s:g} s ({last})"
+            ) from None
 
     async def _publish(self, batch: Batch) -> None:
         await self._publisher.publish(batch.body, routing_key=BATCH_ROUTING_KEY, content_type=NDJSON)

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from keyservice.client.transport_public import TransportSealer
+from keyservice.wire.errors import KeyServiceError
 from producers.deadletters import DeadLetterError, list_dead, redrive
 from pulseseal.logs import configure_logging
 from pulseseal.settings import load_settings
@@ -66,11 +68,20 @@ def redrive_command(
     settings = load_settings()
     _quiet()
     try:
+        sealer = TransportSealer.from_settings(settings)
         report = asyncio.run(
-            redrive(settings.amqp_url, delivery_limit=settings.delivery_limit, code=code, limit=limit)
+            redrive(
+                settings.amqp_url,
+                sealer=sealer,
+                delivery_limit=settings.delivery_limit,
+                code=code,
+                limit=limit,
+            )
         )
     except DeadLetterError as exc:
         raise CliError(str(exc)) from None
+    except KeyServiceError as exc:
+        raise CliError(exc.detail) from None
     print(
         f"moved {report.moved} dead letter(s) to {EVENTS_EXCHANGE} ({REDRIVE_ROUTING_KEY}); "
         f"{report.left} left in {DEAD_QUEUE}"

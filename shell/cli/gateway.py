@@ -15,6 +15,7 @@ from producers.gateway.auth import AuthConfigError
 from pulseseal.logs import configure_logging
 from pulseseal.settings import load_settings
 from shell.cli.errors import CliError
+from shell.slowloris import head_timeout_protocol
 
 
 def run(
@@ -48,6 +49,9 @@ def run(
         access_log=False,  # request lines would carry nothing we may not log, but cost time per request
         server_header=False,
         timeout_graceful_shutdown=10,
+        # The peer is the TCP peer: uvicorn's default rewrites it from X-Forwarded-For (docs/threat-model.md).
+        proxy_headers=False,
+        http=head_timeout_protocol(settings.gateway_body_timeout_s),
     )
     try:
         asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))

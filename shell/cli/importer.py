@@ -11,9 +11,11 @@ from typing import Annotated
 
 import typer
 
+from keyservice.client.transport_public import TransportSealer
+from keyservice.wire.errors import KeyServiceError
 from producers.importer.plan import FilePlan, Format, ImportFileError, plan_file
 from producers.importer.progress import progress_for
-from producers.importer.run import Importer, ImportTotals
+from producers.importer.run import Importer, ImportOptions, ImportTotals
 from producers.publisher import BrokerUnavailable, Publisher
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings
@@ -89,8 +91,13 @@ def _plan(paths: list[Path], file_format: Format | None, resume: bool) -> list[F
 
 
 async def _import(settings: Settings, plans: list[FilePlan]) -> ImportTotals:
+    try:
+        sealer = TransportSealer.from_settings(settings)
+    except KeyServiceError as exc:
+        raise CliError(exc.detail) from None
     publisher = Publisher(
         settings.amqp_url,
+        sealer=sealer,
         delivery_limit=settings.delivery_limit,
         confirm_timeout_s=30.0,  # a batch import can wait for a busy broker; the gateway cannot
         app_id="pulseseal-import",
@@ -98,16 +105,24 @@ async def _import(settings: Settings, plans: list[FilePlan]) -> ImportTotals:
     try:
         await publisher.connect()
     except BrokerUnavailable as exc:
+        await publisher.close()
         raise CliError(f"{exc} — start it (`pulseseal services up`) or set PULSESEAL_AMQP_URL") from None
+    try:
+        await sealer.public_key()  # fail now, with one clear line, rather than on the first batch
+    except KeyServiceError as exc:
+        await publisher.close()
+        raise CliError(
+            f"{exc.detail} — every message is sealed for the encryptors: start the key service "
+            "(`pulseseal keyservice`) or set PULSESEAL_KEYSERVICE_URL"
+        ) from None
     progress = progress_for(sys.stderr)
     try:
-        importer = Importer(
-            publisher,
-            progress,
+        options = ImportOptions(
             batch_events=settings.import_batch_events,
             in_flight=settings.import_in_flight,
             retry_s=settings.import_retry_s,
         )
+        importer = Importer(publisher, progress, options)
         return await importer.run(plans)
     except ImportFileError as exc:
         raise CliError(str(exc)) from None

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import socket
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -14,10 +15,12 @@ import uvicorn
 from keyservice.app import create_app
 from keyservice.bootstrap import open_service, options_from_settings
 from keyservice.client.transport import check_server_transport
+from keyservice.service import KeyService
 from keyservice.wire.errors import KeyServiceError
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings
 from shell.cli.errors import CliError
+from shell.slowloris import head_timeout_protocol
 
 log = logging.getLogger("keyservice")
 
@@ -48,6 +51,19 @@ def run(
             log_level.lower(),
         )
     )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, telling the service when it is asked to stop: a held-open shred stream would otherwise keep
+    a graceful shutdown waiting for ever; told, each stream ends within a heartbeat."""
+
+    def __init__(self, config: uvicorn.Config, service: KeyService) -> None:
+        super().__init__(config)
+        self._service = service
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._service.erasure.notices.closing = True
+        super().handle_exit(sig, frame)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -89,12 +105,16 @@ async def _serve(settings: Settings, host: str, port: int, allow_volatile: bool,
             access_log=False,
             lifespan="off",
             server_header=False,
+            # The network allow-list is about the TCP peer (contract §6): uvicorn's default would let an
+            # X-Forwarded-For header rewrite `request.client`, and FORWARDED_ALLOW_IPS=* from anywhere.
+            proxy_headers=False,
+            http=head_timeout_protocol(settings.keyservice_body_timeout_s),
         )
         # Startup objects never die: moving them out of the collector's reach keeps full collections short,
         # which is most of the key service's tail latency on a busy 2-core machine.
         gc.freeze()
         scheme = "https" if cert else "http"
         log.info("key service listening on %s://%s:%d", scheme, host, port)
-        await uvicorn.Server(config).serve(sockets=[sock])
+        await _Server(config, service).serve(sockets=[sock])
     finally:
         await service.close()

@@ -14,7 +14,6 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from keyservice.client import KeyServiceClient
 from keyservice.wire.errors import CallerNotAllowed, KeyServiceError, KeyServiceUnavailable, TokenRejected
-from keyservice.wire.models import parse_user_id
 from producers.completeness import UserCompleteness
 from producers.replay import ReplaySummary, TimeRange, find_sealed, replay_user
 from producers.replay_output import FileOutput, ReplayOutput, StdoutOutput
@@ -23,6 +22,7 @@ from pulseseal import mongo
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings, redact_url
 from schemas.rfc3339 import parse_rfc3339
+from schemas.userids import USER_ID_RULE, is_user_id
 from shell.cli.errors import CliError, ExitCode
 from shell.cli.manifestkeys import PublicKeys, load_manifest_keys
 
@@ -108,10 +108,8 @@ def _window(since: str | None, until: str | None) -> TimeRange:
 
 
 def _check_user_and_purpose(user_id: str, purpose: str) -> None:
-    try:
-        parse_user_id(user_id)
-    except KeyServiceError:
-        raise CliError("--user-id must be 1 to 128 characters of A-Za-z0-9._:@-") from None
+    if not is_user_id(user_id):
+        raise CliError(f"--user-id must be {USER_ID_RULE}")
     if not purpose.strip() or len(purpose) > 500:
         raise CliError("--purpose must say why, in 1 to 500 characters (it goes to the audit log)")
 

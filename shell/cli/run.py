@@ -1,32 +1,40 @@
 """`pulseseal run`: the key service, an encryptor and the gateway together, for development.
 
 Each runs as its own process, as in production (the key service must stay a separate process); this
-command starts them in dependency order, waits until each answers, and stops them all when one stops or
-on Ctrl-C / SIGTERM.
+command starts them in dependency order, waits until each is ready (`/healthz`; the encryptor's
+`/readyz`), and stops them all when one stops or on Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-import httpx
-
-from pulseseal.settings import Settings, load_settings
+from pulseseal.settings import load_settings
 from shell.cli.errors import CliError, ExitCode
+from shell.processes import Child, StartFailed, spawn, spawn_encryptor, stop_all
 
 READY_TIMEOUT_S = 30.0
+#: Settings only the key service may see: the master key (given directly) and the key store's address and
+#: password. The encryptor and the gateway never get them from `run` (nor from the demo).
+KEYSERVICE_ONLY = (
+    "PULSESEAL_MASTER_KEY",
+    "PULSESEAL_KEYSTORE_REDIS_URL",
+    "PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE",
+)
 STOP_TIMEOUT_S = 25.0
 
 
 def run() -> None:
     """Run the key service, an encryptor and the gateway until Ctrl-C (or one of them stops)."""
     settings = load_settings()
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    children: list[Child] = []
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -35,75 +43,53 @@ def run() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    try:
-        for name, health in _components(settings):
-            children.append((name, spawn(name)))
-            if health is not None:
-                wait_healthy(name, health, children[-1][1])
-        print("pulseseal run: key service, encryptor and gateway are up (Ctrl-C stops them)", file=sys.stderr)
-        while not stopping:
-            for name, child in children:
-                if child.poll() is not None:
-                    raise CliError(f"{name} exited with code {child.returncode}; stopping the others")
-            time.sleep(0.2)
-    finally:
-        stop_all(children)
+    with tempfile.TemporaryDirectory(prefix="pulseseal-run-") as run_dir:
+        try:
+            children.append(spawn("keyservice", ["keyservice"], env=child_env("keyservice", os.environ)))
+            _ready(children[-1], settings.keyservice_url)
+            # On the configured metrics port (Prometheus scrapes it there); the port file says when it listens.
+            children.append(
+                spawn_encryptor(
+                    "encryptor", Path(run_dir), metrics_port=None, env=child_env("encryptor", os.environ)
+                )
+            )
+            _ready(children[-1], None)
+            children.append(spawn("gateway", ["gateway"], env=child_env("gateway", os.environ)))
+            _ready(children[-1], settings.gateway_url)
+            print(
+                "pulseseal run: key service, encryptor and gateway are up (Ctrl-C stops them)",
+                file=sys.stderr,
+            )
+            while not stopping:
+                for child in children:
+                    if not child.running():
+                        raise CliError(
+                            f"{child.name} exited with code {child.process.returncode}; stopping the others"
+                        )
+                time.sleep(0.2)
+        finally:
+            # Producers first, key service last: the encryptor still needs keys while it drains.
+            stop_all(children, STOP_TIMEOUT_S)
     raise SystemExit(ExitCode.OK)
 
 
-def _components(settings: Settings) -> list[tuple[str, str | None]]:
-    return [
-        ("keyservice", settings.keyservice_url.rstrip("/") + "/healthz"),
-        ("encryptor", None),
-        ("gateway", settings.gateway_url.rstrip("/") + "/healthz"),
-    ]
+def child_env(name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of component `name`: ours, without the key service's secrets unless it is that."""
+    if name == "keyservice":
+        return dict(environ)
+    return {k: v for k, v in environ.items() if k not in KEYSERVICE_ONLY}
 
 
-def spawn(name: str, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `pulseseal <name> <args>` as a child; its output goes to `log` when given.
-
-    The child gets a session of its own: a Ctrl-C in the terminal reaches this process only, which then
-    stops the children in order instead of all of them dying at once.
-    """
-    if log is None:
-        return subprocess.Popen([sys.executable, "-m", "shell", name, *args], start_new_session=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "shell", name, *args],
-            start_new_session=True,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_healthy(name: str, url: str, child: subprocess.Popen[bytes]) -> None:
-    """Wait until `url` answers 200.
+def _ready(child: Child, base_url: str | None) -> None:
+    """Wait for `base_url`'s `/healthz`, or an encryptor's `/readyz` (None).
 
     Raises:
-        CliError: the child exited, or did not answer within `READY_TIMEOUT_S`.
+        CliError: the child exited or did not get ready in `READY_TIMEOUT_S`.
     """
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise CliError(f"{name} exited with code {child.returncode} while starting; see its log")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise CliError(f"{name} did not answer {url} within {READY_TIMEOUT_S:.0f} s")
-
-
-def stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    """SIGTERM each child in reverse start order, waiting for each (SIGKILL after a timeout)."""
-    # Producers first, key service last: the encryptor still needs keys while it drains.
-    for _, child in reversed(children):
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+    try:
+        if base_url is None:
+            child.wait_encryptor_ready(READY_TIMEOUT_S)
+        else:
+            child.wait_ready(base_url.rstrip("/") + "/healthz", READY_TIMEOUT_S)
+    except StartFailed as exc:
+        raise CliError(str(exc)) from None

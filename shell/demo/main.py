@@ -12,7 +12,6 @@ import os
 import random
 import secrets
 import subprocess
-import sys
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -28,11 +27,13 @@ from pulseseal import mongo
 from pulseseal.settings import Settings
 from schemas import canonical_json, validate_event
 from shell import synthetic
-from shell.cli import run as run_cmd
 from shell.cli import services as services_cmd
 from shell.cli.errors import CliError
-from shell.demo import show
+from shell.demo import erasure, show
 from shell.demo.traffic import read_secret, requests_for, send
+from shell.processes import Child, StartFailed, run, spawn, spawn_encryptor, stop_all
+
+READY_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class DemoOptions:
     seed: int | None = None
 
 
-Children = list[tuple[str, subprocess.Popen[bytes]]]
+Children = list[Child]
 
 
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> None:
@@ -68,7 +69,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> None
         _start_pipeline(settings, children, log_dir, console)
         asyncio.run(_main(settings, options, run_id, console))
     finally:
-        run_cmd.stop_all(children)
+        stop_all(children)
     console.print(
         f"\n[bold green]Demo finished in {time.monotonic() - started:.0f} s.[/] The servers keep running."
     )
@@ -104,16 +105,13 @@ def _start_pipeline(settings: Settings, children: Children, log_dir: Path, conso
         if _healthy(health):
             console.print(f"  {name}: already running at {url} — using it")
             continue
-        log = log_dir / f"demo-{name}.log"
-        log.unlink(missing_ok=True)
-        children.append((name, run_cmd.spawn(name, log=log)))
-        run_cmd.wait_healthy(name, health, children[-1][1])
+        children.append(spawn(name, [name], log=log_dir / f"demo-{name}.log", append=False))
+        _ready(children[-1], health)
         console.print(f"  {name}: started at {url}")
     # Always one encryptor of our own: a second one next to a running pipeline only shares the work.
     log = log_dir / "demo-encryptor.log"
-    log.unlink(missing_ok=True)
-    children.append(("encryptor", run_cmd.spawn("encryptor", "--metrics-port", "0", log=log)))
-    _wait_for_log(log, "encryptor ready", children[-1][1])
+    children.append(spawn_encryptor("encryptor", log_dir / "run", log=log, append=False))
+    _ready(children[-1], None)
     console.print("  encryptor: started")
     show.line(console, f"logs: {_shown(log_dir)}/demo-<component>.log")
 
@@ -163,12 +161,15 @@ async def _main(settings: Settings, options: DemoOptions, run_id: str, console: 
             raise CliError("the replay differs from what was sent")
 
         show.step(console, 7, f"Crypto-shredding {victim}", f"pulseseal keys shred --user-id {victim} --yes")
+        disk = await erasure.before_shred(settings, victim)
         shred = _pulseseal("keys", "shred", "--user-id", victim, "--yes")
         show.command_output(console, shred)
         if shred.returncode != 0:
             raise CliError("shredding failed; see the output above")
         after = _replay(victim, "demo: verify erasure", console)
         show.after_shred(console, after, victim)
+        if not erasure.after_shred(console, disk):
+            raise CliError("a shredded key is still in the key store's files")
     finally:
         await client.close()
 
@@ -228,26 +229,24 @@ def _replay(user: str, purpose: str, console: Console) -> subprocess.CompletedPr
 
 
 def _pulseseal(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shell", *args], capture_output=True, text=True, timeout=300, check=False
-    )
+    return run(args)
 
 
 def _healthy(url: str) -> bool:
     with suppress(httpx.HTTPError):
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
     return False
 
 
-def _wait_for_log(log: Path, text: str, child: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise CliError(f"the encryptor exited with code {child.returncode}; see {log}")
-        if log.exists() and text in log.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise CliError(f"the encryptor did not get ready in {timeout_s:.0f} s; see {log}")
+def _ready(child: Child, health: str | None) -> None:
+    """Wait for `health` to answer 200, or for an encryptor's `/readyz` (None)."""
+    try:
+        if health is None:
+            child.wait_encryptor_ready(READY_TIMEOUT_S)
+        else:
+            child.wait_ready(health, READY_TIMEOUT_S)
+    except StartFailed as exc:
+        raise CliError(str(exc)) from None
 
 
 def _shown(path: Path) -> str:

@@ -17,7 +17,48 @@ from typing import Any
 import httpx
 import jwt
 
+from pulseseal.retry import Backoff, retry, retry_after_s
+
 TOKEN_TTL_S = 3600
+
+
+class _Busy(Exception):
+    """A 503: try again after the gateway's `Retry-After`."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__("gateway busy")
+        self.response = response
+        self.retry_after_s = retry_after_s(response.headers.get("Retry-After"))
+
+
+# Without a `Retry-After`, about a second, as the gateway usually asks.
+_BACKOFF = Backoff(initial_s=1.0, cap_s=1.0, jitter=0.0)
+
+
+async def _post_until_taken(
+    client: httpx.AsyncClient, body: bytes, token: str, report: SendReport
+) -> tuple[httpx.Response, float]:
+    """POST one request, again after each 503 (up to 20 times); the last answer and when it was sent."""
+    sent = time.time()
+
+    async def post() -> httpx.Response:
+        nonlocal sent
+        sent = time.time()
+        response = await client.post(
+            "/v1/events",
+            content=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
+        )
+        report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
+        if response.status_code == 503:
+            raise _Busy(response)
+        return response
+
+    try:
+        response = await retry(post, on=lambda exc: isinstance(exc, _Busy), backoff=_BACKOFF, attempts=20)
+    except _Busy as busy:
+        response = busy.response
+    return response, sent
 
 
 def user_token(
@@ -81,24 +122,14 @@ async def send(
     for item in requests:
         queue.put_nowait(item)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=30, trust_env=False) as client:
 
         async def worker() -> None:
             while not queue.empty():
                 user, events = queue.get_nowait()
                 token = tokens.get(user) or tokens.setdefault(user, user_token(secret, user))
                 body = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
-                for _attempt in range(20):
-                    sent = time.time()
-                    response = await client.post(
-                        "/v1/events",
-                        content=body,
-                        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
-                    )
-                    report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
-                    if response.status_code != 503:
-                        break
-                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                response, sent = await _post_until_taken(client, body, token, report)
                 if response.status_code == 202:
                     for event in events:
                         report.sent_at[event["event_id"]] = sent

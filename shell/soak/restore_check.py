@@ -8,12 +8,12 @@ re-applied by the restore and by the key service).
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as redis
 
+from shell.processes import command
 from shell.soak.pipeline import Pipeline
 from shell.soak.servers import SoakSetupError
 
@@ -35,10 +35,7 @@ async def pulseseal(env: dict[str, str], *args: str) -> str:
         SoakSetupError: it failed (exit status and last line in the message).
     """
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shell",
-        *args,
+        *command(args),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -53,7 +50,7 @@ async def pulseseal(env: dict[str, str], *args: str) -> str:
 
 
 async def drill(pipeline: Pipeline, redis_url: str, backup: Path, victim: str) -> RestoreDrill:
-    """Back up the key store, shred `victim`, wipe the key store, restore it and restart the key service.
+    """Back up the key store, shred `victim`, lose every user's keys, restore them and restart the key service.
 
     Raises:
         SoakSetupError: a step failed.
@@ -64,8 +61,12 @@ async def drill(pipeline: Pipeline, redis_url: str, backup: Path, victim: str) -
     await pulseseal(env, "keys", "shred", "--user-id", victim, "--yes")
     await pipeline.stop_keyservice()
     store = redis.Redis.from_url(redis_url)
+    prefix = env.get("PULSESEAL_KEYSTORE_PREFIX", "pulseseal:ks:")
     try:
-        await store.flushall()  # the disaster: the soak's own key-store Redis loses everything
+        # The disaster: every user's keys are lost. Not the ledger and the backup keys beside them: a backup
+        # can be read only while its backup key exists (docs/keyservice.md, "What erasure covers").
+        async for name in store.scan_iter(match=f"{prefix}u:*", count=1000):
+            await store.delete(name)
     finally:
         await store.aclose()
     result.restore_line = await pulseseal(env, "keys", "restore", str(backup))

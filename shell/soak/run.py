@@ -112,7 +112,7 @@ async def _traffic_under_faults(
     users = Users(f"soak-{run.seed % 100000}", run.rng)
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as http:
         gateway = GatewayDriver(
             pipeline.gateway_url,
             secret,
@@ -257,11 +257,12 @@ async def _drill(run: _Run, report: SoakReport, documents: list[dict[str, Any]])
 
 
 async def _dead_letter_canary(run: _Run) -> None:
-    # A producer that skips validation: the encryptor dead-letters the event, body and all, so the
-    # dead-letter queue (and RabbitMQ's files) hold its plaintext. Reported, not hidden.
+    # A producer that skips validation (but seals, as every producer must): the encryptor dead-letters
+    # the event, body and all — sealed again — so neither the dead-letter queue nor RabbitMQ's files
+    # may hold its canaries.
     before = await verify.dead_letter_count(run.servers.amqp_url)
     event = invalid_canary_event("soak-rogue", run.rng, run.canaries, datetime.now(UTC))
-    await verify.publish_rogue(run.servers.amqp_url, [event])
+    await verify.publish_rogue(run.servers.amqp_url, run.pipeline.keyservice_url, [event])
     for _ in range(120):  # polled: the count lives in the broker, there is nothing to wait on here
         if await verify.dead_letter_count(run.servers.amqp_url) > before:
             return
@@ -270,7 +271,7 @@ async def _dead_letter_canary(run: _Run) -> None:
 
 async def _scrape_metrics(run: _Run) -> bytes:
     texts = []
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
         texts += await run.pipeline.encryptor_metrics(http)
         for url in (run.pipeline.gateway_url, run.pipeline.keyservice_url):
             try:

@@ -14,8 +14,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from shell.devservices import infra_dir
+from shell.processes import command, free_port
 
 SERVER_TIMEOUT_S = 240
 
@@ -31,13 +33,6 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def spare_amqp_port(rng: random.Random) -> int:
@@ -63,6 +58,7 @@ class Servers:
     mongo_port: int
     ferret_debug_port: int
     log: Path
+    postgres_port: int = field(default_factory=free_port)
     started: set[str] = field(default_factory=set)
 
     @classmethod
@@ -88,6 +84,8 @@ class Servers:
                 "PULSESEAL_KEYSTORE_REDIS_PORT": str(self.redis_port),
                 "PULSESEAL_MONGO_PORT": str(self.mongo_port),
                 "PULSESEAL_FERRETDB_DEBUG_ADDR": f"127.0.0.1:{self.ferret_debug_port}",
+                "PULSESEAL_POSTGRES_PORT": str(self.postgres_port),
+                "PULSESEAL_FERRETDB_POSTGRESQL_URL": f"postgresql://pulseseal@127.0.0.1:{self.postgres_port}/ferretdb",
                 "PULSESEAL_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/",
                 "PULSESEAL_KEYSTORE_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
                 "PULSESEAL_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo_port}/",
@@ -108,8 +106,12 @@ class Servers:
 
     @property
     def redis_url(self) -> str:
-        """The key-store Redis URL."""
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        """The key-store Redis URL with its password (made by the first `services up`) for our own client."""
+        password_file = self.home / "credentials" / "keystore-redis.password"
+        if not password_file.exists():
+            return f"redis://127.0.0.1:{self.redis_port}/0"
+        password = quote(password_file.read_text(encoding="ascii").strip(), safe="")
+        return f"redis://:{password}@127.0.0.1:{self.redis_port}/0"
 
     def services(self, action: str, *names: str) -> None:
         """`pulseseal services <action> <names>` for these servers (credentials are made on first `up`).
@@ -117,11 +119,11 @@ class Servers:
         Raises:
             SoakSetupError: the command failed (its last lines are in the message).
         """
-        command = [sys.executable, "-m", "shell", "services", action, *names]
+        argv = command(["services", action, *names])
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             result = subprocess.run(
-                command,
+                argv,
                 env=self.env(),
                 stdout=out,
                 stderr=subprocess.PIPE,
@@ -179,14 +181,23 @@ class Servers:
     def data_places(self) -> dict[str, list[Path]]:
         """Where each server keeps its data on disk (for the plaintext hunt)."""
         return {
-            "mongodb_data": [self.home / "ferretdb" / "data", self.home / "ferretdb" / "state"],
+            "mongodb_data": [
+                self.home / "ferretdb" / "data",
+                self.home / "ferretdb" / "state",
+                self.home / "postgres" / "data",  # FerretDB's PostgreSQL backend (the default)
+            ],
             "keystore_redis": [self.home / "keystore-redis"],
             "rabbitmq_data": [self.home / "rabbitmq" / "mnesia"],
         }
 
     def log_places(self) -> list[Path]:
         """The servers' own logs."""
-        return [self.home / "logs", self.home / "rabbitmq" / "log", self.home / "ferretdb" / "ferretdb.log"]
+        return [
+            self.home / "logs",
+            self.home / "rabbitmq" / "log",
+            self.home / "ferretdb" / "ferretdb.log",
+            self.home / "postgres" / "postgres.log",
+        ]
 
     @property
     def infra(self) -> Path:

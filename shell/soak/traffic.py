@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import httpx
 from schemas import canonical_json, validate_event
 from shell import synthetic
 from shell.demo.traffic import user_token
+from shell.processes import command
 from shell.soak.canaries import CanarySet, canary_events, invalid_canary_event
 
 GIVE_UP_S = 300.0
@@ -303,11 +303,7 @@ class ImporterDriver:
     async def _run_importer(self, args: list[str]) -> tuple[int, str]:
         with self.output_log.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "shell",
-                "import",
-                *args,
+                *command(["import", *args]),
                 env=self._env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=out,

@@ -19,7 +19,9 @@ from typing import Any
 import aio_pika
 from pymongo.asynchronous.collection import AsyncCollection
 
+from consumers.deadletters import EVENT_ID_HEADER
 from keyservice.client import KeyServiceClient
+from keyservice.client.transport_public import TransportSealer
 from pulseseal.envelope import IntegrityError, open_sealed
 from pulseseal.settings import Settings
 from pulseseal.topology import BATCH_ROUTING_KEY, DEAD_QUEUE, EVENTS_EXCHANGE, NDJSON, SEAL_QUEUE
@@ -123,7 +125,12 @@ async def open_all(
 
 
 async def read_dead_letters(amqp_url: str, ledger: Ledger) -> DeadLetters:
-    """Every message in `pulseseal.dead`, taken without acknowledging (so they stay)."""
+    """Every message in `pulseseal.dead`, taken without acknowledging (so they stay).
+
+    Bodies are kept as the broker holds them (transport-sealed: the hunt checks they hold no canary);
+    accepted events among them are found by the clear `x-pulseseal-event-id` header, and by the body for a
+    plaintext letter from before transport sealing.
+    """
     result = DeadLetters()
     connection = await aio_pika.connect(amqp_url, timeout=10)
     async with connection:
@@ -132,6 +139,12 @@ async def read_dead_letters(amqp_url: str, ledger: Ledger) -> DeadLetters:
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
             result.messages += 1
             result.bodies.append(message.body)
+            header_id = (message.headers or {}).get(EVENT_ID_HEADER)
+            if isinstance(header_id, bytes):
+                header_id = header_id.decode("ascii", "replace")
+            if isinstance(header_id, str) and header_id in ledger.accepted:
+                result.accepted_ids.append(header_id)
+                continue
             for line in message.body.splitlines():
                 try:
                     event_id = json.loads(line).get("event_id")
@@ -142,15 +155,22 @@ async def read_dead_letters(amqp_url: str, ledger: Ledger) -> DeadLetters:
     return result
 
 
-async def publish_rogue(amqp_url: str, events: list[dict[str, Any]]) -> None:
+async def publish_rogue(amqp_url: str, keyservice_url: str, events: list[dict[str, Any]]) -> None:
     """Publish events straight to the exchange, past every producer's validation (a misbehaving
-    producer): the encryptor must dead-letter the invalid ones."""
+    producer that still seals, as every producer must): the encryptor must dead-letter the invalid ones."""
+    body = b"".join(json.dumps(e, ensure_ascii=False).encode() + b"\n" for e in events)
+    async with TransportSealer(keyservice_url) as sealer:
+        sealed = await sealer.seal(body, NDJSON)
     connection = await aio_pika.connect(amqp_url, timeout=10)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(EVENTS_EXCHANGE)
-        body = b"".join(json.dumps(e, ensure_ascii=False).encode() + b"\n" for e in events)
-        message = aio_pika.Message(body, content_type=NDJSON, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        message = aio_pika.Message(
+            sealed.body,
+            content_type=NDJSON,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=sealed.headers,
+        )
         await exchange.publish(message, routing_key=BATCH_ROUTING_KEY, mandatory=True)
 
 

@@ -2,6 +2,6 @@
 their own test packages (registered here by importing them)."""
 
 from tests.keyservice.conftest import creds, prefix, redis_url
-from tests.producers.conftest import amqp_url, broker
+from tests.producers.conftest import broker, keyservice, producers_amqp_url
 
-__all__ = ["amqp_url", "broker", "creds", "prefix", "redis_url"]
+__all__ = ["broker", "creds", "keyservice", "prefix", "producers_amqp_url", "redis_url"]

@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ALL = ["seal", "keyservice", "e2e", "scaleout", "producers"]
+from shell.processes import run
+
+ALL = ["seal", "keyservice", "e2e", "scaleout", "producers", "replay", "encryptor_core"]
 # A figure of each scenario that the quick run must measure (the targets' figures are checked apart).
 EXPECTED = {
-    "seal": ("seal_many_300", "raw_300", "tink_300", "csfle_300", "esdk_300", "ratio_csfle_4k"),
+    "seal": (
+        "seal_many_300",
+        "raw_300",
+        "tink_300",
+        "csfle_300",
+        "esdk_300",
+        "ratio_csfle_4k",
+        "transport_seal_us_1000",
+        "transport_open_us_1000",
+    ),
     "keyservice": ("thousand_keys_p99_ms", "encryptor_key_cache_hit_ratio"),
     "e2e": (
         "drain_events_per_s",
@@ -37,19 +46,14 @@ EXPECTED = {
     ),
     "scaleout": ("drain_1_events_per_s", "drain_2_events_per_s", "speedup", "peak_rss_2_mb"),
     "producers": ("gateway_p99_ms", "importer_events_per_s"),
+    "replay": ("replay_small_s", "replay_large_s", "id_find_small_ms", "id_find_large_ms", "replay_growth"),
+    "encryptor_core": ("events_per_core_s", "transport_open_share", "events_per_wall_s", "cpu_us_per_event"),
 }
 
 
 def pulseseal(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run `python -m pulseseal ARGS` with the test environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "shell", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-        check=False,
-    )
+    """Run `pulseseal ARGS` with the test environment."""
+    return run(args, timeout_s=timeout)
 
 
 @pytest.mark.integration
@@ -58,7 +62,7 @@ def test_a_quick_run_measures_every_scenario_and_judges_every_target(
     tmp_path: Path, mongo_url: str, keystore_redis_url: str
 ) -> None:
     out = tmp_path / "bench.json"
-    result = pulseseal("bench", "--quick", "--json", str(out), timeout=240)
+    result = pulseseal("bench", "--quick", "--json", str(out), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     assert data["version"] == 1
@@ -80,7 +84,7 @@ def test_a_quick_run_measures_every_scenario_and_judges_every_target(
         for name in figures:
             assert (scenario_id, name) in names
     verdicts = {t["figure"]: t["verdict"] for t in data["targets"]}
-    assert len(verdicts) == 9
+    assert len(verdicts) == 11
     # Every target is judged on a measured figure; whether it is met is for the full run to say.
     assert set(verdicts.values()) <= {"met", "not met"}, verdicts
     # The tables went to stdout; progress to stderr.
@@ -92,7 +96,8 @@ def test_an_unknown_scenario_is_one_line_and_exit_2() -> None:
     result = pulseseal("bench", "--scenario", "nope")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "pulseseal: unknown scenario 'nope': choose from seal, keyservice, e2e, scaleout, producers"
+        "pulseseal: unknown scenario 'nope': choose from seal, keyservice, e2e, scaleout, producers, replay, "
+        "encryptor_core"
     ]
 
 

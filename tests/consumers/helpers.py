@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 from pymongo.asynchronous.collection import AsyncCollection
 
-from consumers.sealing import EncryptKeys, KeysUnavailable
+from consumers.keys import SHREDDED, KeysUnavailable
+from keyservice.client import EncryptKeys
 from pulseseal.envelope import DataKey
 from pulseseal.topology import (
     BATCH_ROUTING_KEY,
@@ -23,6 +26,8 @@ from pulseseal.topology import (
     declare_topology,
     routing_key_for,
 )
+from pulseseal.transit import TransportPrivateKey
+from tests.transit import LOCAL_KEY, open_raw, sealed_body
 
 
 def fixed_key_material(user_id: str, version: int = 1) -> bytes:
@@ -38,51 +43,83 @@ class FakeKeySource:
         self.unavailable = False
         self.requests: list[frozenset[str]] = []
 
+    async def reachable(self) -> bool:
+        """Unless made unavailable."""
+        return not self.unavailable
+
     async def encrypt_keys(self, user_ids: Collection[str]) -> EncryptKeys:
         """Version-1 keys for every user not shredded."""
         if self.unavailable:
             raise KeysUnavailable("fake key service is down")
         self.requests.append(frozenset(user_ids))
         keys = {u: DataKey(u, 1, fixed_key_material(u)) for u in user_ids if u not in self.shredded}
-        return EncryptKeys(keys=keys, shredded=frozenset(u for u in user_ids if u in self.shredded))
+        return EncryptKeys(keys=keys, refused={u: SHREDDED for u in user_ids if u in self.shredded})
 
 
-async def open_channel(url: str) -> tuple[aio_pika.abc.AbstractRobustConnection, AbstractChannel]:
-    """A connection and a confirming channel with the topology declared."""
+# The transport keys each channel seals with (the first) and opens dead letters with, by channel.
+_CHANNEL_KEYS: weakref.WeakKeyDictionary[AbstractChannel, dict[str, TransportPrivateKey]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def open_channel(
+    url: str, *, transport_keys: Mapping[str, TransportPrivateKey] | None = None
+) -> tuple[aio_pika.abc.AbstractRobustConnection, AbstractChannel]:
+    """A connection and a confirming channel with the topology declared.
+
+    What the helpers publish on the channel is sealed under the first of `transport_keys` (a real key
+    service's, current first: `tests.transit.keyservice_keys`), and the dead letters they take are opened
+    with them; by default the tests' local key.
+    """
     connection = await aio_pika.connect_robust(url)
     channel = await connection.channel(publisher_confirms=True)
     await declare_topology(channel, delivery_limit=5)
+    _CHANNEL_KEYS[channel] = dict(transport_keys or {LOCAL_KEY.key_id: LOCAL_KEY})
     return connection, channel
 
 
-async def publish_single(channel: AbstractChannel, event: Mapping[str, Any], **properties: Any) -> None:
-    """Publish one event as an application/json message, confirmed."""
+def _sealing_key(channel: AbstractChannel) -> TransportPrivateKey:
+    return next(iter(_CHANNEL_KEYS.get(channel, {LOCAL_KEY.key_id: LOCAL_KEY}).values()))
+
+
+async def publish_raw(
+    channel: AbstractChannel,
+    body: bytes,
+    content_type: str,
+    routing_key: str,
+    *,
+    sealed: bool = True,
+    key: TransportPrivateKey | None = None,
+    **properties: Any,
+) -> None:
+    """Publish one message, confirmed: transport-sealed under `key` (default: the channel's) as a
+    producer does, or (with `sealed=False`) plaintext as a misbehaving producer would."""
+    headers: dict[str, Any] | None = None
+    if sealed:
+        body, headers = sealed_body(body, content_type, key or _sealing_key(channel))
     exchange = await channel.get_exchange(EVENTS_EXCHANGE)
     await exchange.publish(
         aio_pika.Message(
-            json.dumps(event).encode(),
-            content_type=JSON,
+            body,
+            content_type=content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
             **properties,
         ),
-        routing_key=routing_key_for(str(event.get("type", "unknown"))),
+        routing_key=routing_key,
         mandatory=True,
     )
+
+
+async def publish_single(channel: AbstractChannel, event: Mapping[str, Any], **properties: Any) -> None:
+    """Publish one event as a sealed application/json message, confirmed."""
+    routing_key = routing_key_for(str(event.get("type", "unknown")))
+    await publish_raw(channel, json.dumps(event).encode(), JSON, routing_key, **properties)
 
 
 async def publish_lines(channel: AbstractChannel, lines: Iterable[bytes], **properties: Any) -> None:
-    """Publish raw NDJSON lines as one application/x-ndjson message, confirmed."""
-    exchange = await channel.get_exchange(EVENTS_EXCHANGE)
-    await exchange.publish(
-        aio_pika.Message(
-            b"\n".join(lines) + b"\n",
-            content_type=NDJSON,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            **properties,
-        ),
-        routing_key=BATCH_ROUTING_KEY,
-        mandatory=True,
-    )
+    """Publish raw NDJSON lines as one sealed application/x-ndjson message, confirmed."""
+    await publish_raw(channel, b"\n".join(lines) + b"\n", NDJSON, BATCH_ROUTING_KEY, **properties)
 
 
 async def publish_batch(channel: AbstractChannel, events: Iterable[Mapping[str, Any]]) -> None:
@@ -112,12 +149,27 @@ async def count_documents(collection: AsyncCollection[dict[str, Any]]) -> int:
     return await collection.count_documents({})
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead letter taken off `pulseseal.dead`: `body` opened, `raw` as the broker held it."""
+
+    body: bytes
+    headers: dict[str, Any]
+    content_type: str | None
+    raw: bytes
+
+
 async def drain_dead_letters(
-    channel: AbstractChannel, *, settle_s: float = 1.0
-) -> list[AbstractIncomingMessage]:
-    """Take every message from `pulseseal.dead` (acking them), waiting `settle_s` for stragglers."""
+    channel: AbstractChannel,
+    *,
+    settle_s: float = 1.0,
+    keys: Mapping[str, TransportPrivateKey] | None = None,
+) -> list[DeadLetter]:
+    """Take every message from `pulseseal.dead` (acking them), waiting `settle_s` for stragglers; each must
+    be transport-sealed (asserted) and is opened with `keys` (default: the channel's)."""
+    keys = keys if keys is not None else _CHANNEL_KEYS.get(channel)
     queue = await channel.get_queue(DEAD_QUEUE)
-    taken: list[AbstractIncomingMessage] = []
+    taken: list[DeadLetter] = []
     loop = asyncio.get_running_loop()
     quiet_until = loop.time() + settle_s
     while loop.time() < quiet_until:
@@ -126,6 +178,8 @@ async def drain_dead_letters(
             await asyncio.sleep(0.1)
             continue
         await message.ack()
-        taken.append(message)
+        headers = dict(message.headers or {})
+        body = open_raw(message.body, headers, message.content_type, keys)
+        taken.append(DeadLetter(body, headers, message.content_type, message.body))
         quiet_until = loop.time() + settle_s
     return taken

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aio_pika import Message
 from aio_pika.abc import AbstractChannel
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -31,10 +30,12 @@ from tests.consumers.helpers import (
     open_channel,
     publish_batch,
     publish_lines,
+    publish_raw,
     publish_single,
     wait_for,
 )
 from tests.factories import random_events, valid_event
+from tests.transit import local_gate
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ async def stack(
     collection = mongo.sealed_events(client, mongo_db)
     await collection.drop()  # FerretDB (SQLite) cannot delete_many more than ~32k documents at once
     keys = FakeKeySource(shredded={"user-shredded"})
-    encryptor = Encryptor(settings, keys, client)
+    encryptor = Encryptor(settings, keys, client, transport=local_gate())
     connection, channel = await open_channel(isolated_amqp_url)
     await (await channel.get_queue(SEAL_QUEUE)).purge()
     await drain_dead_letters(channel, settle_s=0.1)
@@ -131,7 +132,7 @@ async def test_invalid_events_in_a_batch_are_dead_lettered_alone_and_the_rest_st
     for h in headers:
         assert canary not in str(h)
         assert "999" not in str(h)
-    assert sorted(d.headers["x-pulseseal-line"] for d in dead) == [11, 12, 23]  # type: ignore[type-var]
+    assert sorted(d.headers["x-pulseseal-line"] for d in dead) == [11, 12, 23]
 
 
 async def test_events_of_a_shredded_user_are_dead_lettered_with_user_shredded(
@@ -152,8 +153,7 @@ async def test_a_message_that_is_not_pulseseal_is_dead_lettered_whole(
     stack: tuple[Encryptor, FakeKeySource, AsyncCollection[dict[str, Any]], AbstractChannel],
 ) -> None:
     _, _, _, channel = stack
-    exchange = await channel.get_exchange("pulseseal.events")
-    await exchange.publish(Message(b"<xml/>", content_type="text/xml"), routing_key="events.batch")
+    await publish_raw(channel, b"<xml/>", "text/xml", "events.batch")
     dead = await drain_dead_letters(channel)
     assert len(dead) == 1
     assert dead[0].headers[ERROR_HEADER] == "invalid_message"
@@ -188,7 +188,7 @@ async def test_a_message_that_keeps_failing_ends_in_the_dead_letter_queue_by_the
             raise RuntimeError("simulated crash")
         return real_decode(body, content_type, **kwargs)
 
-    monkeypatch.setattr("consumers.encryptor.decode_message", crashing_decode)
+    monkeypatch.setattr("consumers.messages.decode_message", crashing_decode)
     poison = valid_event("medication", data={"name": "POISON"})
     await publish_single(channel, poison)
     others = random_events(30, USERS, random.Random(13))
@@ -212,7 +212,7 @@ async def test_a_message_that_breaks_decoding_fails_alone_and_its_batch_neighbou
             raise RuntimeError("simulated crash")
         return real_decode(body, content_type, **kwargs)
 
-    monkeypatch.setattr("consumers.encryptor.decode_message", crashing_decode)
+    monkeypatch.setattr("consumers.messages.decode_message", crashing_decode)
     good = random_events(20, USERS, random.Random(14))
     poison = valid_event("medication", data={"name": "POISON"})
     batch = [

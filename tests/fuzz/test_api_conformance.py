@@ -42,6 +42,7 @@ from producers.gateway.service import EventIntake
 from producers.publisher import Publisher
 from tests.keyservice.helpers import Credentials, make_credentials
 from tests.producers.helpers import AUDIENCE, SECRET, token
+from tests.transit import LocalSealer
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,7 @@ CONFIG = schemathesis.Config.from_dict(
 keyservice_schema = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG)
 _dummy_intake = EventIntake(
     TokenVerifier(secret=SECRET, jwks=None, audience=AUDIENCE),
-    Publisher("amqp://guest:guest@127.0.0.1:1/", delivery_limit=5),
+    Publisher("amqp://guest:guest@127.0.0.1:1/", sealer=LocalSealer(), delivery_limit=5),
     body_timeout_s=5.0,
     confirm_timeout_s=5.0,
 )
@@ -156,7 +157,7 @@ def keyservice_client(
 @pytest.fixture(scope="module")
 def gateway_client(isolated_amqp_url: str) -> Iterator[Portal]:
     portal = Portal()
-    publisher = Publisher(isolated_amqp_url, delivery_limit=5, confirm_timeout_s=5.0)
+    publisher = Publisher(isolated_amqp_url, sealer=LocalSealer(), delivery_limit=5, confirm_timeout_s=5.0)
     intake = EventIntake(
         TokenVerifier(secret=SECRET, jwks=None, audience=AUDIENCE),
         publisher,
@@ -256,5 +257,9 @@ def test_the_key_service_serves_the_document_it_is_held_to(keyservice_client: Po
         "/v1/users/{user_id}",
         "/v1/users/{user_id}/reinstate",
         "/v1/audit",
+        "/v1/transport/key",
+        "/v1/transport/keys/open",
+        "/v1/transport/rotate",
+        "/v1/transport/keys/{key_id}",
         "/healthz",
     }

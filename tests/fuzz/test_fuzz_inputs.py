@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from consumers.messages import INVALID_EVENT, INVALID_MESSAGE, decode_message
 from keyservice.backup import BackupError, read_backup
-from keyservice.ledger import ShredLedger
+from keyservice.legacyledger import read_legacy_file
 from keyservice.wire.errors import LedgerError
 from producers.gateway.bodies import parse_body
 from producers.gateway.errors import BodyTooLarge, InvalidBatch
@@ -200,12 +200,11 @@ def test_a_damaged_key_store_backup_is_refused_with_backup_error(body: bytes, tm
     | st.lists(junk_lines, min_size=1, max_size=5).map(lambda x: b"\n".join(x) + b"\n")
 )
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_a_damaged_shred_ledger_is_refused_with_ledger_error(body: bytes, tmp_path: Path) -> None:
+def test_a_damaged_legacy_shred_ledger_is_refused_with_ledger_error(body: bytes, tmp_path: Path) -> None:
     path = tmp_path / "shred-ledger.ndjson"
     path.write_bytes(body)
-    ledger = ShredLedger(path, Ed25519PrivateKey.generate())
     try:
-        entries = ledger.load(repair=False)
+        entries = read_legacy_file(path, Ed25519PrivateKey.generate())
     except LedgerError:
         return
     assert entries == []  # nothing unsigned ever verifies: only blank input loads

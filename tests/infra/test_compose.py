@@ -46,10 +46,25 @@ def _published(service: dict[str, Any]) -> set[tuple[str, int, int]]:
 def test_three_servers_on_the_local_ports_and_loopback_only() -> None:
     services = _compose_config()["services"]
 
-    assert set(services) == {"rabbitmq", "keystore-redis", "mongo"}
+    assert set(services) == {"rabbitmq", "keystore-redis", "mongo", "mongo-2", "mongo-3", "mongo-init"}
     assert _published(services["rabbitmq"]) == {("127.0.0.1", 5672, 5672)}
     assert _published(services["keystore-redis"]) == {("127.0.0.1", 6380, 6380)}
-    assert _published(services["mongo"]) == {("127.0.0.1", 27017, 27017)}
+
+
+def test_mongodb_is_a_three_member_replica_set_on_loopback() -> None:
+    services = _compose_config()["services"]
+    members = {"mongo": "27017", "mongo-2": "27018", "mongo-3": "27019"}
+
+    for name, port in members.items():
+        command = services[name]["command"]
+        assert services[name]["network_mode"] == "host"
+        assert command[command.index("--replSet") + 1] == "rs0"
+        assert command[command.index("--bind_ip") + 1] == "127.0.0.1"
+        assert command[command.index("--port") + 1] == port
+    initiate = " ".join(services["mongo-init"]["command"])
+    for port in members.values():
+        assert f'host: "127.0.0.1:{port}"' in initiate
+    assert set(services["mongo-init"]["depends_on"]) == set(members)
 
 
 def test_images_are_the_documented_ones() -> None:
@@ -62,7 +77,7 @@ def test_images_are_the_documented_ones() -> None:
 
 def test_keystore_redis_is_durable() -> None:
     command = _compose_config()["services"]["keystore-redis"]["command"]
-    args = command.split() if isinstance(command, str) else list(command)
+    args = (command if isinstance(command, str) else " ".join(command)).split()
 
     def value(flag: str) -> str:
         return str(args[args.index(flag) + 1])
@@ -70,3 +85,22 @@ def test_keystore_redis_is_durable() -> None:
     assert value("--appendonly") == "yes"
     assert value("--appendfsync") in {"everysec", "always"}
     assert value("--port") == "6380"
+
+
+def test_keystore_redis_takes_no_snapshots() -> None:
+    """A `dump.rdb` would keep shredded keys (contract §6)."""
+    command = _compose_config()["services"]["keystore-redis"]["command"]
+    # The command is a shell line (the password reaches Redis on stdin): `--save ""` must be in it.
+    assert '--save ""' in " ".join(command)
+
+
+def test_keystore_redis_requires_the_dev_password_from_a_secret() -> None:
+    config = _compose_config()
+    service = config["services"]["keystore-redis"]
+    command = service["command"] if isinstance(service["command"], str) else " ".join(service["command"])
+    assert "requirepass" in command
+    assert "/run/secrets/keystore-redis-password" in command
+    assert "redis-server -" in command  # the password reaches Redis on stdin, not as an argument
+    secret = config["secrets"]["keystore-redis-password"]["file"]
+    assert str(secret).endswith("credentials/keystore-redis.password")
+    assert "REDISCLI_AUTH" in " ".join(service["healthcheck"]["test"])

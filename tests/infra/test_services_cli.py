@@ -48,6 +48,7 @@ def spare_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         **os.environ,
         "PULSESEAL_HOME": str(tmp_path / "home"),
         "PULSESEAL_FERRETDB_DEBUG_ADDR": f"127.0.0.1:{spare_amqp_port(random.Random())}",
+        "PULSESEAL_POSTGRES_PORT": str(spare_amqp_port(random.Random())),
         **{variable: str(spare_amqp_port(random.Random())) for variable in PORT_VARIABLE.values()},
     }
     yield env

@@ -5,21 +5,21 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shell.credentials import ensure_dev_credentials, load_private_key
+from shell.processes import Child, StartFailed, run, spawn
+
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = {
-    "encryptor": ["keys:encrypt"],
+    "encryptor": ["keys:encrypt", "transport:open"],
     "auditor": ["keys:decrypt"],
     "admin": ["keys:admin"],
     "gateway": [],
@@ -66,27 +66,29 @@ def public_pem(key: Ed25519PrivateKey) -> str:
 
 
 def make_credentials(directory: Path, networks: dict[str, list[str]] | None = None) -> Credentials:
-    """Write master key, caller keys, callers file and signing key into `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    creds = Credentials(directory, master_b64=base64.b64encode(os.urandom(32)).decode())
-    creds.master_key_file.write_text(creds.master_b64 + "\n")
-    creds.signing_key_file.write_bytes(pem(creds.signing_key))
-    callers = {}
-    for role, scopes in ROLES.items():
-        key = Ed25519PrivateKey.generate()
-        creds.keys[role] = key
-        creds.key_file(role).write_bytes(pem(key))
-        nets = (networks or {}).get(role, ["127.0.0.0/8", "::1/128"])
-        callers[role] = {"public_key": public_pem(key), "scopes": scopes, "networks": nets}
-    creds.callers_file.write_text(json.dumps({"callers": callers}))
+    """Master key, caller keys, callers file and signing key in `directory`, made by the product's own
+    `ensure_dev_credentials` (as `pulseseal services up` makes them); `networks` narrows a role's allowed
+    networks in the callers file."""
+    ensure_dev_credentials(directory)
+    if networks:
+        callers_file = directory / "callers.json"
+        document = json.loads(callers_file.read_text())
+        for role, nets in networks.items():
+            document["callers"][role]["networks"] = nets
+        callers_file.write_text(json.dumps(document))
+    creds = Credentials(
+        directory,
+        master_b64=(directory / "master.key").read_text().strip(),
+        signing_key=load_private_key(directory / "keyservice.pem"),
+    )
+    creds.keys = {role: load_private_key(creds.key_file(role)) for role in ROLES}
     return creds
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file mode 0600, as the services insist (pulseseal/secretfiles.py)."""
+    path.write_bytes(data)
+    path.chmod(0o600)
 
 
 def server_env(home: Path, creds: Credentials, redis_url: str, prefix: str, port: int) -> dict[str, str]:
@@ -109,15 +111,7 @@ def server_env(home: Path, creds: Credentials, redis_url: str, prefix: str, port
 
 def pulseseal(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion."""
-    return subprocess.run(
-        [sys.executable, "-c", "from shell.cli import main; main()", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run(args, env=env, cwd=ROOT, timeout_s=timeout)
 
 
 def start_keyservice(env: dict[str, str], *args: str, log_file: Path) -> subprocess.Popen[bytes]:
@@ -126,38 +120,20 @@ def start_keyservice(env: dict[str, str], *args: str, log_file: Path) -> subproc
     Raises:
         AssertionError: it exited or did not become ready within 20 s (its log is in the message).
     """
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from shell.cli import main; main()", "keyservice", *args],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = env["PULSESEAL_KEYSERVICE_URL"] + "/healthz"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"keyservice exited {process.returncode}: {log_file.read_text()}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.terminate()
-    raise AssertionError(f"keyservice not ready in 20 s: {log_file.read_text()}")
+    child = spawn(
+        "keyservice", ["keyservice", *args], env=env, log=log_file, append=False, cwd=ROOT, new_session=False
+    )
+    try:
+        child.wait_ready(env["PULSESEAL_KEYSERVICE_URL"] + "/healthz", 20)
+    except StartFailed as exc:
+        child.stop(10)
+        raise AssertionError(f"{exc}: {log_file.read_text()}") from None
+    return child.process
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process this test started."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """Stop a process this test started (SIGTERM, SIGKILL after 10 s)."""
+    Child("process", process, None).stop(10)
 
 
 def b64url(data: bytes) -> str:

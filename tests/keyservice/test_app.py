@@ -78,6 +78,15 @@ def assert_problem(response: httpx.Response, status: int, reason: str) -> None:
 async def assert_refused(service: KeyService, response: httpx.Response, status: int, reason: str) -> None:
     assert_problem(response, status, reason)
     records = await audit_of(service, response)
+    if not records:
+        # The second unauthenticated refusal of a kind within a second is counted, not copied (edge.py).
+        before = [r for r in await service.audit.query() if r.reason == reason and r.counts]
+        await service.refusals.flush()
+        counted = [r for r in await service.audit.query() if r.reason == reason and r.counts]
+        assert len(counted) == len(before) + 1
+        assert counted[-1].outcome == "refused"
+        assert counted[-1].source == "127.0.0.1"
+        return
     assert [(r.outcome, r.reason) for r in records] == [("refused", reason)]
 
 
@@ -168,7 +177,13 @@ async def test_shred_refuses_the_user_until_reinstated(
     shred = await send(http, creds, "admin", "DELETE", "/v1/users/erin")
     assert shred.status_code == 200
     receipt = shred.json()
-    assert set(receipt) == {"user_id", "versions_destroyed", "destroyed_at", "signature"}
+    assert set(receipt) == {
+        "user_id",
+        "versions_destroyed",
+        "destroyed_at",
+        "backups_unreadable_after",
+        "signature",
+    }
     assert (receipt["user_id"], receipt["versions_destroyed"]) == ("erin", [1, 2])
 
     enc = await send(http, creds, "encryptor", "POST", ENCRYPT, {"user_ids": ["erin", "frank"]})
@@ -492,3 +507,17 @@ async def test_problem_details_never_echo_tokens(http: httpx.AsyncClient, creds:
     response = await attempt(http, token)
     assert token not in response.text
     assert token.split(".")[1] not in response.text
+
+
+async def test_a_repeated_shred_lists_the_versions_destroyed_earlier(
+    http: httpx.AsyncClient, creds: Credentials, service: KeyService
+) -> None:
+    await send(http, creds, "encryptor", "POST", ENCRYPT, {"user_ids": ["twice"]})
+    await send(http, creds, "admin", "POST", "/v1/users/twice/rotate")
+    first = await send(http, creds, "admin", "DELETE", "/v1/users/twice")
+    assert first.json()["versions_destroyed"] == [1, 2]
+    again = await send(http, creds, "admin", "DELETE", "/v1/users/twice")
+    assert again.status_code == 200
+    # Nothing was left to destroy; the receipt still says which versions are gone (not an empty list).
+    assert again.json()["versions_destroyed"] == [1, 2]
+    assert again.json()["destroyed_at"] >= first.json()["destroyed_at"]

@@ -3,16 +3,18 @@ list runs against the real Redis in test_app.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keyservice.auth import Authenticator, RequestFacts
 from keyservice.callers import CallerRegistry
-from keyservice.client.tokens import body_hash, mint_token
+from keyservice.client.tokens import body_hash, key_id, mint_token
 from keyservice.wire.errors import CallerNotAllowed, TokenRejected
-from tests.keyservice.helpers import Credentials, claims_for, make_credentials
+from tests.keyservice.helpers import Credentials, claims_for, make_credentials, public_pem
 
 NOW = 1_800_000_000.0
 PATH = "/v1/keys/encrypt"
@@ -154,3 +156,61 @@ def test_minted_tokens_carry_every_contract_claim(creds: Credentials) -> None:
         30,
     )
     assert claims["bh"] == "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"  # SHA-256 of the empty string
+
+
+NOT_FINITE = [float("nan"), float("inf"), float("-inf"), 10**400]
+
+
+@pytest.mark.parametrize("claim", ["iat", "exp"])
+@pytest.mark.parametrize("value", NOT_FINITE)
+async def test_a_time_claim_that_is_not_a_finite_number_is_a_bad_token(
+    auth: Authenticator, creds: Credentials, guard: MemoryReplayGuard, claim: str, value: object
+) -> None:
+    # The review's proof: `iat: NaN, exp: now + 30 days` passed the 60 s cap (every comparison with NaN is
+    # false) and was accepted 29 days later; `exp: Infinity` answered 500.
+    changes: dict[str, object] = {claim: value}
+    if claim == "iat":
+        changes["exp"] = int(NOW) + 30 * 86_400
+    bad = token(creds, **changes)
+    assert await reason(auth, facts(bad), now=NOW + 29 * 86_400) == "malformed_token"
+    assert await reason(auth, facts(bad)) == "malformed_token"
+    assert guard.seen == {}  # nothing stored with an attacker-chosen TTL
+
+
+@pytest.mark.parametrize("value", NOT_FINITE)
+async def test_a_non_finite_nbf_is_not_yet_valid(
+    auth: Authenticator, creds: Credentials, value: object
+) -> None:
+    assert await reason(auth, facts(token(creds, nbf=value))) == "not_yet_valid"
+
+
+async def test_a_caller_with_two_keys_is_matched_by_kid_so_keys_rotate_without_downtime(
+    creds: Credentials, guard: MemoryReplayGuard
+) -> None:
+    document = json.loads(creds.callers_file.read_text())
+    old, new = creds.keys["encryptor"], Ed25519PrivateKey.generate()
+    document["callers"]["encryptor"]["public_keys"] = [public_pem(new)]  # beside the old `public_key`
+    auth = Authenticator(CallerRegistry.from_document(document), guard)
+    for key in (old, new):
+        signed = mint_token(
+            key, "encryptor", method="POST", path=PATH, body=BODY, scope="keys:encrypt", now=NOW
+        )
+        assert jwt.get_unverified_header(signed)["kid"] == key_id(key.public_key())
+        assert (await auth.verify(facts(signed), "keys:encrypt", now=NOW)).caller_id == "encryptor"
+    # An older client that sends no kid still verifies (each of the caller's keys is tried) ...
+    claims = claims_for("encryptor", "POST", PATH, BODY, "keys:encrypt", now=NOW)
+    no_kid = jwt.encode(claims, new, algorithm="EdDSA")
+    assert (await auth.verify(facts(no_kid), "keys:encrypt", now=NOW)).caller_id == "encryptor"
+    # ... a kid the caller does not have is refused, and so is a stranger's key without one.
+    stranger = Ed25519PrivateKey.generate()
+    named = jwt.encode(claims | {"jti": "x1"}, stranger, algorithm="EdDSA", headers={"kid": "nope"})
+    assert await reason(auth, facts(named)) == "unknown_key_id"
+    unnamed = jwt.encode(claims | {"jti": "x2"}, stranger, algorithm="EdDSA")
+    assert await reason(auth, facts(unnamed)) == "bad_signature"
+    # Once the old key is removed from the file, its tokens are refused.
+    del document["callers"]["encryptor"]["public_key"]
+    rotated = Authenticator(CallerRegistry.from_document(document), guard)
+    old_token = mint_token(
+        old, "encryptor", method="POST", path=PATH, body=BODY, scope="keys:encrypt", now=NOW
+    )
+    assert await reason(rotated, facts(old_token)) == "unknown_key_id"

@@ -37,7 +37,7 @@ def test_loads_the_dev_callers_file(tmp_path: Path) -> None:
     assert len(registry) == 4
     encryptor = registry.get("encryptor")
     assert encryptor is not None
-    assert encryptor.scopes == {"keys:encrypt"}
+    assert encryptor.scopes == {"keys:encrypt", "transport:open"}
     gateway = registry.get("gateway")
     assert gateway is not None
     assert gateway.scopes == frozenset()

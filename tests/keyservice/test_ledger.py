@@ -1,8 +1,11 @@
-"""The shred ledger: signed, fsync'd lines; tampering refuses startup; a torn tail is cut; and re-applying
-it on start stops a key store restored from an old backup from handing out shredded keys."""
+"""The shred ledger in the key store: signed, hash-chained entries shared by every replica; a changed,
+deleted or reordered entry refuses startup; an old ledger file is imported once; and re-applying it on
+start stops a key store restored from an old backup from handing out shredded keys."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from pathlib import Path
 
@@ -13,7 +16,8 @@ from redis.asyncio import Redis
 
 from keyservice.app import create_app
 from keyservice.bootstrap import ServiceOptions, open_service
-from keyservice.ledger import LedgerEntry, ShredLedger, UserFloor, summarize
+from keyservice.ledger import GENESIS, LedgerEntry, ShredLedger, UserFloor, digest_of, summarize
+from keyservice.legacyledger import import_legacy_file
 from keyservice.wire.errors import LedgerError, StartupRefused
 from tests.keyservice.helpers import Credentials
 from tests.keyservice.test_app import DECRYPT, ENCRYPT, send
@@ -21,47 +25,77 @@ from tests.keyservice.test_app import DECRYPT, ENCRYPT, send
 KEY = Ed25519PrivateKey.generate()
 
 
-async def test_append_and_load(tmp_path: Path) -> None:
-    ledger = ShredLedger(tmp_path / "ks" / "shred-ledger.ndjson", KEY)
-    assert ledger.load() == []
+async def test_append_and_load(redis: Redis, prefix: str) -> None:
+    ledger = ShredLedger(redis, prefix, KEY)
+    assert await ledger.load() == []
     shred = LedgerEntry(
         "shred", "alice", "2026-01-01T00:00:00.000Z", versions_destroyed=(1, 2), max_destroyed=2
     )
     back = LedgerEntry("reinstate", "alice", "2026-01-02T00:00:00.000Z", version=3)
     await ledger.append(shred)
     await ledger.append(back)
-    assert ledger.load() == [shred, back]
-    assert (ledger.path.stat().st_mode & 0o777) == 0o600
-    assert (ledger.path.parent.stat().st_mode & 0o777) == 0o700
+    assert await ledger.load() == [shred, back]
+    # Another replica on the same key store reads the same ledger.
+    assert await ShredLedger(redis, prefix, KEY).load() == [shred, back]
+    lines = [line for line in await redis.lrange(ledger.key, 0, -1) if isinstance(line, bytes)]
+    assert [json.loads(line)["seq"] for line in lines] == [0, 1]
+    assert json.loads(lines[0])["prev"] == GENESIS
+    assert json.loads(lines[1])["prev"] == digest_of(lines[0])
 
 
-async def test_tampered_line_refuses(tmp_path: Path) -> None:
-    ledger = ShredLedger(tmp_path / "l.ndjson", KEY)
-    await ledger.append(LedgerEntry("shred", "alice", "t", versions_destroyed=(1,), max_destroyed=1))
-    line = json.loads(ledger.path.read_text())
-    line["user_id"] = "bob"
-    ledger.path.write_text(json.dumps(line) + "\n")
-    with pytest.raises(LedgerError, match="line 1: signature does not verify"):
-        ledger.load()
-    ledger.path.write_text("{}\n")
+async def test_concurrent_appends_by_two_replicas_keep_one_chain(redis: Redis, prefix: str) -> None:
+    one, two = ShredLedger(redis, prefix, KEY), ShredLedger(redis, prefix, KEY)
+    entries = [
+        LedgerEntry("shred", f"u{i}", "t", versions_destroyed=(1,), max_destroyed=1) for i in range(20)
+    ]
+    await asyncio.gather(*((one if i % 2 else two).append(e) for i, e in enumerate(entries)))
+    loaded = await one.load()
+    assert sorted(e.user_id for e in loaded) == sorted(e.user_id for e in entries)
+
+
+async def test_a_changed_deleted_or_reordered_entry_is_detected(redis: Redis, prefix: str) -> None:
+    ledger = ShredLedger(redis, prefix, KEY)
+    for user in "abc":
+        await ledger.append(LedgerEntry("shred", user, "t", versions_destroyed=(1,), max_destroyed=1))
+    lines = [line for line in await redis.lrange(ledger.key, 0, -1) if isinstance(line, bytes)]
+
+    async def stored(new: list[bytes]) -> None:
+        await redis.delete(ledger.key)
+        await redis.rpush(ledger.key, *new)
+
+    changed = json.loads(lines[1])
+    changed["user_id"] = "z"
+    await stored([lines[0], json.dumps(changed).encode(), lines[2]])
+    with pytest.raises(LedgerError, match="entry 1: signature does not verify"):
+        await ledger.load()
+    await stored([lines[0], lines[2]])  # the middle one deleted
+    with pytest.raises(LedgerError, match="entry 1: out of place"):
+        await ledger.load()
+    await stored([lines[1], lines[0], lines[2]])  # reordered
+    with pytest.raises(LedgerError, match="entry 0: out of place"):
+        await ledger.load()
+    await stored([b"{}"])
     with pytest.raises(LedgerError, match="not a ledger entry"):
-        ledger.load()
-    # The untouched line, checked with another service's key, does not verify either.
-    ledger.path.write_text(json.dumps({**line, "user_id": "alice"}) + "\n")
-    assert len(ledger.load()) == 1
+        await ledger.load()
+    await stored(lines)
+    assert len(await ledger.load()) == 3
     with pytest.raises(LedgerError, match="signature"):
-        ShredLedger(ledger.path, Ed25519PrivateKey.generate()).load()
+        await ShredLedger(redis, prefix, Ed25519PrivateKey.generate()).load()
 
 
-async def test_torn_last_line_is_cut(tmp_path: Path) -> None:
-    ledger = ShredLedger(tmp_path / "l.ndjson", KEY)
-    entry = LedgerEntry("shred", "alice", "t", versions_destroyed=(1,), max_destroyed=1)
-    await ledger.append(entry)
-    with ledger.path.open("ab") as f:
-        f.write(b'{"event":"shred","user_id":"bo')
-    assert ledger.load() == [entry]
-    await ledger.append(entry)
-    assert ledger.load() == [entry, entry]
+async def test_an_old_ledger_file_is_imported_once(redis: Redis, prefix: str, tmp_path: Path) -> None:
+    path = tmp_path / "shred-ledger.ndjson"
+    body = {"event": "shred", "user_id": "old", "at": "t", "versions_destroyed": [1], "max_destroyed": 1}
+    signed = b"pulseseal-shred-ledger/v1\n" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    signature = base64.b64encode(KEY.sign(signed)).decode()
+    path.write_text(json.dumps({**body, "signature": signature}) + "\n" + '{"event":"shred","user')
+    ledger = ShredLedger(redis, prefix, KEY)
+    assert await import_legacy_file(ledger, path, KEY) == 1
+    assert await import_legacy_file(ledger, path, KEY) == 0
+    assert [e.user_id for e in await ledger.load()] == ["old"]
+    path.write_text(json.dumps({**body, "user_id": "changed", "signature": signature}) + "\n")
+    with pytest.raises(LedgerError, match="line 1: signature does not verify"):
+        await import_legacy_file(ledger, path, KEY)
 
 
 def test_summarize() -> None:
@@ -128,8 +162,7 @@ async def test_a_restored_backup_never_hands_out_shredded_keys(
 
 
 @pytest.mark.integration
-async def test_a_tampered_ledger_refuses_startup(options: ServiceOptions) -> None:
-    options.ledger_file.parent.mkdir(parents=True)
-    options.ledger_file.write_text('{"event":"shred","user_id":"a","signature":"AAAA"}\n')
+async def test_a_tampered_ledger_refuses_startup(options: ServiceOptions, redis: Redis) -> None:
+    await redis.rpush(f"{options.prefix}ledger", b'{"event":"shred","user_id":"a","signature":"AAAA"}')
     with pytest.raises(StartupRefused, match="shred ledger"):
         await open_service(options)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
-import pickle
+import pickle  # nosec B403  # the test proves keys refuse pickling; nothing is unpickled
 
 import pytest
 from hypothesis import given
@@ -112,6 +112,7 @@ def test_master_key_file(tmp_path: pytest.TempPathFactory) -> None:
         MasterKey.from_file(path)
     material = os.urandom(32)
     path.write_text(base64.b64encode(material).decode() + "\n")
+    path.chmod(0o600)
     assert MasterKey.from_file(path).check_value == MasterKey(material).check_value
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from keyservice.client import KeyServiceClient
 from keyservice.client.tokens import mint_token
-from tests.keyservice.helpers import Credentials, free_port, server_env, start_keyservice, stop
+from shell.processes import free_port
+from tests.keyservice.helpers import Credentials, server_env, start_keyservice, stop
 
 pytestmark = pytest.mark.integration
 

@@ -24,6 +24,7 @@ from producers.publisher import Publisher
 from pulseseal.logs import JsonFormatter, configure_logging
 from tests.factories import valid_event
 from tests.producers.helpers import DELIVERY_LIMIT, bearer, cli_env, dead_url, run_cli, token
+from tests.transit import LocalSealer
 
 pytestmark = pytest.mark.integration
 
@@ -97,9 +98,9 @@ def formatted(records: list[logging.LogRecord]) -> str:
 
 async def test_the_gateway_never_echoes_or_logs_a_value(broker: str, logs: list[logging.LogRecord]) -> None:
     verifier = TokenVerifier(secret=b"x" * 40, jwks=None, audience="authenticated")
-    publisher = Publisher(broker, delivery_limit=DELIVERY_LIMIT)
+    publisher = Publisher(broker, sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT)
     await publisher.connect()
-    down = Publisher(dead_url(), delivery_limit=DELIVERY_LIMIT)
+    down = Publisher(dead_url(), sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT)
     headers = bearer(token(CANARY_USER, secret=b"x" * 40))
     answers: list[str] = []
     try:
@@ -142,7 +143,7 @@ async def test_the_gateway_never_echoes_or_logs_a_value(broker: str, logs: list[
 
 
 async def test_the_importer_never_writes_a_value(
-    broker: str, tmp_path: Path, logs: list[logging.LogRecord]
+    broker: str, keyservice: str, tmp_path: Path, logs: list[logging.LogRecord]
 ) -> None:
     ndjson_path = tmp_path / "canary.ndjson"
     lines = [json.dumps(e) for e in canary_events() + invalid_canary_events()]
@@ -157,7 +158,7 @@ async def test_the_importer_never_writes_a_value(
         f"{CANARY},{CANARY},{CANARY},{CANARY}\n"
     )
     out = io.StringIO()
-    publisher = Publisher(broker, delivery_limit=DELIVERY_LIMIT)
+    publisher = Publisher(broker, sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT)
     await publisher.connect()
     try:
         plans = [plan_file(p, None, resume=False) for p in (ndjson_path, csv_path)]
@@ -165,7 +166,7 @@ async def test_the_importer_never_writes_a_value(
     finally:
         await publisher.close()
     assert (totals.imported, totals.rejected) == (3, len(invalid_canary_events()) + 2 + 2)
-    cli = run_cli("import", str(ndjson_path), str(csv_path), env=cli_env(broker))
+    cli = run_cli("import", str(ndjson_path), str(csv_path), env=cli_env(broker, keyservice_url=keyservice))
     assert cli.returncode == 1
     written = rejects_path(ndjson_path).read_text() + rejects_path(csv_path).read_text()
     assert len(written.splitlines()) == totals.rejected

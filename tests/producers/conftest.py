@@ -6,17 +6,20 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+import redis
 
 from producers.gateway.app import create_app
 from producers.gateway.auth import TokenVerifier
 from producers.gateway.service import EventIntake
 from producers.publisher import Publisher
 from tests.isolation import create_vhost, delete_vhost, session_tag, vhost_url
+from tests.processes import free_port, start, wait_healthy
 from tests.producers.helpers import AUDIENCE, DELIVERY_LIMIT, SECRET, purge
+from tests.transit import LocalSealer
 
 
 @pytest.fixture(scope="session")
-def amqp_url(amqp_url: str) -> Iterator[str]:
+def producers_amqp_url(amqp_url: str) -> Iterator[str]:
     """RabbitMQ on a virtual host of the producer tests' own, deleted at the end of the session.
 
     Tests use the contract's names; the vhost keeps other sessions (and the encryptor's tests) from
@@ -33,11 +36,41 @@ def amqp_url(amqp_url: str) -> Iterator[str]:
         delete_vhost(vhost)
 
 
+@pytest.fixture(scope="session")
+def keyservice(keystore_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a real key service of the producer tests' own, which producers fetch the transport
+    public key from (open what they published with `tests.transit.keyservice_keys`).
+
+    Not the root conftest's `keyservice_process`: that one stands on `isolated_amqp_url`, which must
+    not be first built here, where `amqp_url` names the producers' vhost.
+    """
+    port = free_port()
+    prefix = f"pulseseal:test:{session_tag()}:producers:"
+    env = {
+        "PULSESEAL_KEYSTORE_PREFIX": prefix,
+        "PULSESEAL_SHRED_LEDGER_FILE": str(tmp_path_factory.mktemp("ledger") / "shred-ledger.ndjson"),
+        "PULSESEAL_KEYSERVICE_PORT": str(port),
+    }
+    url = f"http://127.0.0.1:{port}"
+    component = start("keyservice", ["keyservice"], env, tmp_path_factory.mktemp("keyservice-logs"))
+    try:
+        wait_healthy(component, url + "/healthz")
+        yield url
+    finally:
+        component.stop()
+        store = redis.Redis.from_url(keystore_redis_url)
+        try:
+            for name in store.scan_iter(match=f"{prefix}*", count=1000):
+                store.delete(name)
+        finally:
+            store.close()
+
+
 @pytest.fixture
-async def broker(amqp_url: str) -> str:
+async def broker(producers_amqp_url: str) -> str:
     """The session vhost's URL, with `pulseseal.seal` and `pulseseal.dead` empty."""
-    await purge(amqp_url)
-    return amqp_url
+    await purge(producers_amqp_url)
+    return producers_amqp_url
 
 
 @pytest.fixture
@@ -49,7 +82,7 @@ def verifier() -> TokenVerifier:
 @pytest.fixture
 async def publisher(broker: str) -> AsyncIterator[Publisher]:
     """A connected publisher on the test vhost."""
-    publisher = Publisher(broker, delivery_limit=DELIVERY_LIMIT, confirm_timeout_s=5.0)
+    publisher = Publisher(broker, sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT, confirm_timeout_s=5.0)
     await publisher.connect()
     yield publisher
     await publisher.close()

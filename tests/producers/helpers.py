@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,9 @@ import aio_pika
 import jwt
 
 from pulseseal.topology import DEAD_QUEUE, NDJSON, SEAL_QUEUE, declare_topology
+from pulseseal.transit import TransportPrivateKey
+from shell.processes import free_port, run
+from tests.transit import open_raw
 
 SECRET = b"test-gateway-secret-0123456789-abcdefghijklmnop"
 AUDIENCE = "authenticated"
@@ -48,13 +50,14 @@ def ndjson(events: Iterable[dict[str, Any]]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """One message taken off a queue."""
+    """One message taken off a queue: `body` is the opened plaintext, `raw` what the broker held."""
 
     body: bytes
     content_type: str | None
     routing_key: str | None
     persistent: bool
     headers: dict[str, Any]
+    raw: bytes
 
     def event_ids(self) -> list[str]:
         """The event ids the message carries (one JSON event or NDJSON)."""
@@ -63,8 +66,11 @@ class Delivered:
         return [json.loads(self.body)["event_id"]]
 
 
-async def drain(url: str, queue_name: str = SEAL_QUEUE) -> list[Delivered]:
-    """Take every message off a queue (acknowledged: the queue is empty afterwards)."""
+async def drain(
+    url: str, queue_name: str = SEAL_QUEUE, *, keys: dict[str, TransportPrivateKey] | None = None
+) -> list[Delivered]:
+    """Take every message off a queue (acknowledged: the queue is empty afterwards), asserting that each
+    was transport-sealed and opening it with `keys` (default: the tests' local transport key)."""
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
@@ -74,11 +80,12 @@ async def drain(url: str, queue_name: str = SEAL_QUEUE) -> list[Delivered]:
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
             taken.append(
                 Delivered(
-                    message.body,
+                    open_raw(message.body, message.headers, message.content_type, keys),
                     message.content_type,
                     message.routing_key,
                     message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT,
                     dict(message.headers or {}),
+                    message.body,
                 )
             )
         return taken
@@ -103,13 +110,6 @@ def event_ids(messages: Iterable[Delivered]) -> list[str]:
     return [event_id for message in messages for event_id in message.event_ids()]
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def dead_url() -> str:
     """An AMQP URL where no broker listens."""
     return f"amqp://guest:secret-password@127.0.0.1:{free_port()}/"
@@ -130,9 +130,7 @@ def cli_env(amqp_url: str, **settings: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     """Run `pulseseal ARGS...` to completion."""
-    return subprocess.run(
-        [PULSESEAL, *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False
-    )
+    return run(args, env=env, timeout_s=timeout_s)
 
 
 def one_line(stderr: str) -> str:

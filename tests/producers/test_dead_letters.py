@@ -19,16 +19,24 @@ from pulseseal.topology import (
     SEAL_QUEUE,
     declare_topology,
 )
+from pulseseal.transit import TRANSPORT_HEADER, TRANSPORT_KEY_HEADER
 from tests.factories import valid_event
 from tests.producers.helpers import DELIVERY_LIMIT, cli_env, dead_url, drain, ndjson, one_line, run_cli
+from tests.transit import LocalSealer, open_raw, sealed_body
 
 pytestmark = pytest.mark.integration
 
 CANARY = "CANARY-dead-letter-value-7f3a"
 
 
-async def plant(url: str, body: bytes, headers: dict[str, Any], content_type: str = JSON) -> None:
-    """Publish straight to the dead exchange, as the encryptor does."""
+async def plant(
+    url: str, body: bytes, headers: dict[str, Any], content_type: str = JSON, *, sealed: bool = True
+) -> bytes:
+    """Publish straight to the dead exchange, transport-sealed as the encryptor does (or, with
+    `sealed=False`, plaintext as before transport sealing); returns the body the broker holds."""
+    if sealed:
+        body, transport = sealed_body(body, content_type)
+        headers = {**headers, **transport}
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
@@ -39,15 +47,19 @@ async def plant(url: str, body: bytes, headers: dict[str, Any], content_type: st
         )
     finally:
         await connection.close()
+    return body
 
 
 async def broker_dead_letter(url: str, body: bytes) -> None:
     """A message the broker dead-letters itself: rejected by a consumer without requeue (x-death)."""
+    sealed, transport = sealed_body(body, NDJSON)
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
         exchange = await declare_topology(channel, delivery_limit=DELIVERY_LIMIT)
-        await exchange.publish(aio_pika.Message(body, content_type=NDJSON), routing_key="events.batch")
+        await exchange.publish(
+            aio_pika.Message(sealed, content_type=NDJSON, headers=transport), routing_key="events.batch"
+        )
         queue = await channel.get_queue(SEAL_QUEUE, ensure=False)
         message = await queue.get(no_ack=False, timeout=5)
         assert message is not None
@@ -102,6 +114,24 @@ async def test_list_counts_by_code_and_reason_and_leaves_every_letter_in_place(b
     assert (await list_dead(broker, delivery_limit=DELIVERY_LIMIT, limit=2)).inspected == 2
 
 
+async def test_dead_letters_rest_sealed_on_the_broker(broker: str) -> None:
+    await plant_mix(broker)
+    connection = await aio_pika.connect(broker)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue("pulseseal.dead", ensure=False)
+        raw = []
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            raw.append(message)
+        assert len(raw) == 5
+        for message in raw:
+            assert CANARY.encode() not in message.body
+            assert CANARY.encode() in open_raw(message.body, message.headers, message.content_type)
+        await channel.close()  # hands them all back
+    finally:
+        await connection.close()
+
+
 async def test_the_cli_list_shows_counts_and_never_a_value(broker: str) -> None:
     await plant_mix(broker)
     table = run_cli("dead", "list", env=cli_env(broker))
@@ -113,18 +143,39 @@ async def test_the_cli_list_shows_counts_and_never_a_value(broker: str) -> None:
     assert CANARY not in table.stdout + table.stderr + as_json.stdout + as_json.stderr
 
 
-async def test_redrive_moves_everything_back_with_body_and_content_type(broker: str) -> None:
+async def test_redrive_moves_everything_back_sealed_with_body_and_content_type(broker: str) -> None:
     await plant_mix(broker)
-    report = await redrive(broker, delivery_limit=DELIVERY_LIMIT)
+    sealer = LocalSealer()
+    report = await redrive(broker, sealer=sealer, delivery_limit=DELIVERY_LIMIT)
     assert (report.moved, report.left) == (5, 0)
-    moved = await drain(broker)
+    assert sealer.sealed == 0  # sealed dead letters are passed on as they are, never opened
+    moved = await drain(broker)  # asserts that each is transport-sealed, then opens it
     assert len(moved) == 5
     assert {m.routing_key for m in moved} == {REDRIVE_ROUTING_KEY}
     assert sorted(m.content_type or "" for m in moved) == [JSON] * 4 + [NDJSON]
     assert all(CANARY.encode() in m.body for m in moved)  # the original body, untouched
+    assert all(CANARY.encode() not in m.raw for m in moved)  # ... and sealed on the broker
     assert all(ERROR_HEADER not in m.headers and "x-death" not in m.headers for m in moved)
     assert all(m.headers["x-pulseseal-redriven"] == 1 for m in moved)
     assert (await list_dead(broker, delivery_limit=DELIVERY_LIMIT)).in_queue == 0
+
+
+async def test_redrive_seals_a_plaintext_dead_letter_from_before_transport_sealing(broker: str) -> None:
+    event = json.dumps(valid_event(source={"device": CANARY})).encode()
+    await plant(broker, event, {ERROR_HEADER: "invalid_event", REASON_HEADER: "x"}, sealed=False)
+    sealer = LocalSealer()
+    assert (await redrive(broker, sealer=sealer, delivery_limit=DELIVERY_LIMIT)).moved == 1
+    [moved] = await drain(broker)
+    assert sealer.sealed == 1
+    assert moved.body == event
+    assert CANARY.encode() not in moved.raw
+
+
+async def test_redrive_leaves_a_letter_whose_envelope_is_malformed(broker: str) -> None:
+    headers = {ERROR_HEADER: "x", TRANSPORT_HEADER: "hpke-v0", TRANSPORT_KEY_HEADER: "k"}
+    await plant(broker, b"opaque", headers, sealed=False)
+    report = await redrive(broker, sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT)
+    assert (report.moved, report.left) == (0, 1)
 
 
 async def test_redrive_by_code_leaves_the_others(broker: str) -> None:
@@ -142,7 +193,7 @@ async def test_redrive_by_code_leaves_the_others(broker: str) -> None:
 
 async def test_redrive_with_a_limit_moves_no_more(broker: str) -> None:
     await plant_mix(broker)
-    assert (await redrive(broker, delivery_limit=DELIVERY_LIMIT, limit=2)).moved == 2
+    assert (await redrive(broker, sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT, limit=2)).moved == 2
     assert (await list_dead(broker, delivery_limit=DELIVERY_LIMIT)).in_queue == 3
 
 

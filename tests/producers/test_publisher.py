@@ -13,6 +13,7 @@ from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON
 from tests.factories import valid_event
 from tests.isolation import rabbitmqctl
 from tests.producers.helpers import DELIVERY_LIMIT, dead_url, drain, event_ids, ndjson
+from tests.transit import LocalSealer
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,9 @@ async def test_an_unroutable_message_is_a_failure_not_a_silent_confirm(
 
 
 async def test_no_broker_fails_fast_and_never_shows_the_password() -> None:
-    publisher = Publisher(dead_url(), delivery_limit=DELIVERY_LIMIT, confirm_timeout_s=5.0)
+    publisher = Publisher(
+        dead_url(), sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT, confirm_timeout_s=5.0
+    )
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable) as caught:
         await publisher.publish(b"{}", routing_key=BATCH_ROUTING_KEY, content_type=NDJSON)
@@ -78,7 +81,10 @@ async def test_a_broker_that_never_answers_is_cut_off_at_the_deadline() -> None:
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     publisher = Publisher(
-        f"amqp://guest:guest@127.0.0.1:{port}/", delivery_limit=DELIVERY_LIMIT, connect_timeout_s=1
+        f"amqp://guest:guest@127.0.0.1:{port}/",
+        sealer=LocalSealer(),
+        delivery_limit=DELIVERY_LIMIT,
+        connect_timeout_s=1,
     )
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable, match="in time"):
@@ -114,7 +120,7 @@ async def test_after_the_broker_closes_the_connection_the_publisher_reconnects(
 
 
 async def test_a_closed_publisher_refuses_to_publish(broker: str) -> None:
-    publisher = Publisher(broker, delivery_limit=DELIVERY_LIMIT)
+    publisher = Publisher(broker, sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT)
     await publisher.connect()
     await publisher.close()
     with pytest.raises(BrokerUnavailable, match="closed"):

@@ -27,6 +27,7 @@ from producers.replay import (
 from producers.replay_output import FileOutput
 from pulseseal import mongo
 from pulseseal.envelope import DataKey, seal
+from pulseseal.ferretdb_sql import PostgresTarget
 from schemas import canonical_json, validate_event
 from tests.consumers.helpers import fixed_key_material
 from tests.factories import valid_event
@@ -120,11 +121,13 @@ def canonical(events: Iterable[dict[str, Any]]) -> bytes:
 
 
 @pytest.fixture
-async def collection(mongo_url: str, mongo_db: str) -> AsyncIterator[AsyncCollection[dict[str, Any]]]:
+async def collection(
+    mongo_url: str, mongo_db: str, ferretdb_postgresql: PostgresTarget | None
+) -> AsyncIterator[AsyncCollection[dict[str, Any]]]:
     """`sealed_events` of this session's database (each test uses users of its own)."""
     client = mongo.connect(mongo_url)
     sealed_events = mongo.sealed_events(client, mongo_db)
-    await mongo.ensure_indexes(sealed_events)
+    await mongo.ensure_indexes(sealed_events, postgresql=ferretdb_postgresql)
     yield sealed_events
     await client.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
-import pickle
+import pickle  # nosec B403  # the test proves keys refuse pickling; nothing is unpickled
 import traceback
 
 import pytest

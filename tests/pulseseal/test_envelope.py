@@ -6,6 +6,7 @@ Tampering and property tests are in test_envelope_tampering.py.
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,10 +22,10 @@ from pulseseal.envelope import (
     ALG,
     DOCUMENT_FIELDS,
     ENVELOPE_VERSION,
-    MAX_KEY_VERSION,
     NONCE_BYTES,
     DataKey,
     KeyExpired,
+    _seal_with_nonce,
     associated_data,
     from_millis,
     open_sealed,
@@ -91,11 +92,8 @@ def test_sealing_again_with_the_same_key_nonce_and_time_reproduces_the_frozen_do
     vector: dict[str, Any],
 ) -> None:
     document = load_document(vector)
-    again = seal(
-        parse_event(vector["plaintext"]),
-        _frozen_key(vector),
-        now=document["sealed_at"],
-        nonce=document["nonce"],
+    again = _seal_with_nonce(
+        parse_event(vector["plaintext"]), _frozen_key(vector), document["nonce"], now=document["sealed_at"]
     )
     assert list(again) == list(DOCUMENT_FIELDS)
     assert again == document
@@ -232,7 +230,7 @@ def test_the_length_prefixes_keep_field_boundaries_apart() -> None:
     [
         {"v": 256},
         {"v": -1},
-        {"key_version": MAX_KEY_VERSION + 1},
+        {"key_version": 2**32},  # the u32 slot (key versions themselves stop at MAX_KEY_VERSION)
         {"key_version": -1},
         {"occurred_at_ms": 2**63},
         {"event_id": "x" * 65_536},
@@ -279,10 +277,10 @@ def test_every_seal_draws_a_fresh_nonce() -> None:
     assert all(open_sealed(document, key()) == original for document in documents[:20])
 
 
-def test_an_injected_nonce_is_used() -> None:
+def test_an_injected_nonce_is_used_by_the_test_only_path() -> None:
     nonce = bytes.fromhex("00112233445566778899aabb")
-    first = seal(event(), key(), now=SEALED_AT, nonce=nonce)
-    second = seal(event(), key(), now=SEALED_AT, nonce=nonce)
+    first = _seal_with_nonce(event(), key(), nonce, now=SEALED_AT)
+    second = _seal_with_nonce(event(), key(), nonce, now=SEALED_AT)
     assert first["nonce"] == nonce
     assert first == second
 
@@ -290,7 +288,14 @@ def test_an_injected_nonce_is_used() -> None:
 @pytest.mark.parametrize("size", [0, 8, 11, 13, 16])
 def test_an_injected_nonce_must_be_12_bytes(size: int) -> None:
     with pytest.raises(ValueError, match="12 bytes"):
-        seal(event(), key(), nonce=b"\x00" * size)
+        _seal_with_nonce(event(), key(), b"\x00" * size)
+
+
+def test_the_public_seal_takes_no_nonce() -> None:
+    # A caller-chosen nonce reused under one key breaks AES-GCM; only test vectors may choose one.
+    assert "nonce" not in inspect.signature(seal).parameters
+    with pytest.raises(TypeError):
+        seal(event(), key(), nonce=bytes(12))  # type: ignore[call-arg]
 
 
 def test_sealing_with_another_users_key_is_refused() -> None:

@@ -22,9 +22,9 @@ from pulseseal.envelope import (
     NONCE_BYTES,
     DataKey,
     KeyExpired,
+    _seal_with_nonce,
     from_millis,
     open_sealed,
-    seal,
     seal_many,
     to_millis,
 )
@@ -65,7 +65,9 @@ def test_a_batch_gives_exactly_the_documents_seal_gives_for_the_same_nonces() ->
     randomness = counting_random()(NONCE_BYTES * len(events))
     documents = seal_many(events, keys, now=SEALED_AT, random_bytes=counting_random())
     one_by_one = [
-        seal(e, keys[e.user_id], now=SEALED_AT, nonce=randomness[i * NONCE_BYTES : (i + 1) * NONCE_BYTES])
+        _seal_with_nonce(
+            e, keys[e.user_id], randomness[i * NONCE_BYTES : (i + 1) * NONCE_BYTES], now=SEALED_AT
+        )
         for i, e in enumerate(events)
     ]
     assert documents == one_by_one

@@ -48,23 +48,46 @@ def test_the_gateway_credentials_exist_and_carry_no_key_scope(settings: Settings
     callers = json.loads((settings.credentials_dir / "callers.json").read_text())["callers"]
     assert (settings.credentials_dir / "gateway.pem").is_file()
     assert callers["gateway"]["scopes"] == []
-    assert callers["encryptor"]["scopes"] == ["keys:encrypt"]
+    assert callers["encryptor"]["scopes"] == ["keys:encrypt", "transport:open"]
     assert callers["auditor"]["scopes"] == ["keys:decrypt"]
 
 
-def test_no_producer_module_can_reach_the_key_service() -> None:
-    # The gateway and the importer are exposed to users; they must not even have the code path.
+# What producers may link from `keyservice`: the wire contract (errors), and the transport public key —
+# fetched with no token (contract §6), so that they can seal for the encryptors (§4).
+_PRODUCER_MAY_IMPORT = ("keyservice.wire.", "keyservice.client.transport_public")
+
+
+def _imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_no_producer_module_can_reach_a_key_or_a_token() -> None:
+    # The gateway and the importer are exposed to users; they must not even have the code path to a data
+    # key, a private transport key or a caller token: only to the public transport key.
     offenders = []
     for path in sorted((ROOT / "producers").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "keyservice"]
+        offenders += [
+            f"{path.relative_to(ROOT)}: {n}"
+            for n in _imports(path)
+            if n.split(".")[0] == "keyservice" and not n.startswith(_PRODUCER_MAY_IMPORT)
+        ]
     # replay is an auditor's tool (producers/replay.py), not a producer of events: it may decrypt.
     assert [o for o in offenders if not o.startswith("producers/replay")] == []
+    # ... and what they may import has no path to the client, its tokens or the private keys either.
+    public = _imports(ROOT / "keyservice" / "client" / "transport_public.py")
+    assert [
+        n
+        for n in public
+        if n.startswith("keyservice")
+        and not n.startswith(("keyservice.wire.", "keyservice.client.transport"))
+    ] == []
+    assert "keyservice.client.transport_keys" not in public
 
 
 @pytest.mark.integration

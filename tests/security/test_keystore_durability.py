@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -40,9 +41,15 @@ def _redis_sh(action: str, env: dict[str, str]) -> None:
 def own_redis(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
     port = free_port()
     env = {**os.environ, "PULSESEAL_HOME": str(tmp_path / "home"), "PULSESEAL_KEYSTORE_REDIS_PORT": str(port)}
+    env.pop("PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE", None)
+    password = secrets.token_urlsafe(32)  # redis.sh starts the store behind it (contract §2)
+    (tmp_path / "home" / "credentials").mkdir(parents=True)
+    (tmp_path / "home" / "credentials" / "keystore-redis.password").write_text(password + "\n")
+    (tmp_path / "home" / "credentials" / "keystore-redis.password").chmod(0o600)
     _redis_sh("up", env)
     try:
-        yield f"redis://127.0.0.1:{port}/0", env, tmp_path / "home" / "keystore-redis" / "redis.pid"
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        yield url, env, tmp_path / "home" / "keystore-redis" / "redis.pid"
     finally:
         _redis_sh("down", env)
 

@@ -21,10 +21,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from consumers.store import insert_sealed
 from keyservice.client import KeyServiceClient
 from pulseseal import mongo
+from pulseseal.ferretdb_sql import PostgresTarget
 from pulseseal.settings import Settings
 from tests.consumers.helpers import open_channel, publish_batch, wait_for
 from tests.manifests import dev_writer, manifests_of, store_listed
-from tests.processes import ROOT, Component, free_port, start, wait_healthy, wait_logged
+from tests.processes import ROOT, Component, free_port, start, wait_healthy
+from tests.processes import start_encryptor as start_ready_encryptor
 from tests.shell.test_cli_replay import (
     BASE,
     PURPOSE,
@@ -35,6 +37,7 @@ from tests.shell.test_cli_replay import (
     replay_in_thread,
     seal_with_current_keys,
 )
+from tests.transit import keyservice_keys
 
 pytestmark = pytest.mark.integration
 
@@ -48,12 +51,14 @@ def ks_settings(pipeline_env: dict[str, str], keyservice_process: Component) -> 
 
 
 @pytest.fixture
-async def store(mongo_url: str, pipeline_env: dict[str, str]) -> AsyncIterator[Store]:
+async def store(
+    mongo_url: str, pipeline_env: dict[str, str], ferretdb_postgresql: PostgresTarget | None
+) -> AsyncIterator[Store]:
     """A database of this test's own: the environment naming it, and its `sealed_events`."""
     name = f"{pipeline_env['PULSESEAL_MONGO_DB']}_{uuid.uuid4().hex[:8]}"
     client = mongo.connect(mongo_url)
     sealed = mongo.sealed_events(client, name)
-    await mongo.ensure_indexes(sealed)
+    await mongo.ensure_indexes(sealed, postgresql=ferretdb_postgresql)
     yield {**pipeline_env, "PULSESEAL_MONGO_DB": name}, sealed
     await client.drop_database(name)
     await client.close()
@@ -239,13 +244,13 @@ async def test_a_deleted_manifest_leaves_a_gap_in_its_chain(store: Store, ks_set
 
 
 def start_encryptor(env: dict[str, str], where: Path, name: str = "encryptor") -> Component:
-    component = start(name, ["encryptor"], env, where)
-    wait_logged(component, "encryptor ready")
-    return component
+    """A real `pulseseal encryptor`, ready; each `name` logs to a directory of its own."""
+    return start_ready_encryptor(env, where / name)
 
 
 async def publish(env: dict[str, str], events: list[dict[str, Any]], size: int) -> None:
-    connection, channel = await open_channel(env["PULSESEAL_AMQP_URL"])
+    keys = await keyservice_keys(env["PULSESEAL_KEYSERVICE_URL"])
+    connection, channel = await open_channel(env["PULSESEAL_AMQP_URL"], transport_keys=keys)
     try:
         for at in range(0, len(events), size):
             await publish_batch(channel, events[at : at + size])

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +26,8 @@ from keyservice.receipts import verify_receipt
 from keyservice.store import KeyStore
 from keyservice.wire.errors import KeyServiceUnavailable
 from keyservice.wrapping import MasterKey
-from tests.keyservice.helpers import Credentials, free_port, pulseseal, server_env, start_keyservice, stop
+from shell.processes import StartFailed, free_port, spawn
+from tests.keyservice.helpers import Credentials, pulseseal, server_env, start_keyservice, stop
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +75,7 @@ async def test_refuses_a_master_key_that_does_not_match_the_store(
 
 
 def test_refuses_plain_http_off_loopback(env: dict[str, str]) -> None:
-    everywhere = "0.0.0.0"  # noqa: S104 - the refusal under test; nothing binds it
+    everywhere = "0.0.0.0"  # noqa: S104  # nosec B104  # the refusal under test; nothing binds it
     one_line_error(pulseseal("keyservice", "--host", everywhere, env=env), "refusing to serve plain HTTP")
 
 
@@ -186,6 +188,7 @@ async def test_rewrap_command(
     [before], _ = await store.current_keys(["moving"])
     new_file = tmp_path / "new-master.key"
     new_file.write_text(base64.b64encode(os.urandom(32)).decode())
+    new_file.chmod(0o600)
     result = pulseseal("keys", "rewrap", "--new-master-key", str(new_file), env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("re-wrapped 1 data keys under master key ")
@@ -233,22 +236,14 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 def _start_https(env: dict[str, str], cert: Path) -> subprocess.Popen[bytes]:
     """Start the key service with TLS and wait until `/healthz` answers over verified HTTPS."""
-    import ssl
-
-    process = subprocess.Popen(
-        [*pulseseal_cmd(), "keyservice"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    child = spawn("keyservice", ["keyservice"], env=env, log=Path(os.devnull), new_session=False)
     context = ssl.create_default_context(cafile=str(cert))
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(env["PULSESEAL_KEYSERVICE_URL"] + "/healthz", verify=context).status_code == 200:
-                return process
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                stop(process)
-                pytest.fail("HTTPS key service did not start", pytrace=False)
-            time.sleep(0.1)
+    try:
+        child.wait_ready(env["PULSESEAL_KEYSERVICE_URL"] + "/healthz", 20, verify=context)
+    except StartFailed:
+        child.stop(10)
+        pytest.fail("HTTPS key service did not start", pytrace=False)
+    return child.process
 
 
 async def test_https_with_a_ca_verified_client(
@@ -274,12 +269,6 @@ async def test_https_with_a_ca_verified_client(
         stop(process)
 
 
-def pulseseal_cmd() -> list[str]:
-    import sys
-
-    return [sys.executable, "-c", "from shell.cli import main; main()"]
-
-
 def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle() -> None:
     # Without IPPROTO_TCP, asyncio skips TCP_NODELAY and every small answer waits ~40 ms for a delayed ACK.
     from shell.cli.keyservice import _listen
@@ -289,3 +278,36 @@ def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_transport_key_commands(
+    env: dict[str, str], creds: Credentials, server: subprocess.Popen[bytes], isolated_amqp_url: str
+) -> None:
+    env["PULSESEAL_CALLER_KEY_FILE"] = str(creds.key_file("admin"))
+    env["PULSESEAL_AMQP_URL"] = isolated_amqp_url
+    first = httpx.get(env["PULSESEAL_KEYSERVICE_URL"] + "/v1/transport/key").json()["key_id"]
+    rotated = pulseseal("keys", "transport-rotate", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    second = httpx.get(env["PULSESEAL_KEYSERVICE_URL"] + "/v1/transport/key").json()["key_id"]
+    assert second != first
+    assert rotated.stdout.startswith(f"transport key {second} is current")
+    one_line_error(
+        pulseseal("keys", "transport-retire", "--key-id", second, "--yes", env=env),
+        "is the current transport key",
+        "transport-rotate",
+    )
+    refused = pulseseal("keys", "transport-retire", "--key-id", first, env=env)  # no terminal, no --yes
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr
+    assert "pulseseal.seal holds" in refused.stdout
+    assert "pulseseal.dead" in refused.stdout
+    retired = pulseseal("keys", "transport-retire", "--key-id", first, "--yes", env=env)
+    assert retired.returncode == 0, retired.stderr
+    assert f"transport key {first} retired at" in retired.stdout
+    one_line_error(
+        pulseseal("keys", "transport-retire", "--key-id", "never-was", "--yes", env=env),
+        "transport-retire failed",
+        "no transport key has this id",
+    )
+    env["PULSESEAL_CALLER_KEY_FILE"] = str(creds.key_file("encryptor"))
+    one_line_error(pulseseal("keys", "transport-rotate", env=env), "scope keys:admin required")

@@ -26,13 +26,16 @@ from keyservice.client import KeyServiceClient
 from keyservice.wire.audit import AuditRecord
 from pulseseal import mongo
 from pulseseal.envelope import seal
+from pulseseal.ferretdb_sql import PostgresTarget
 from pulseseal.settings import Settings
 from schemas import canonical_json, validate_event
 from schemas.rfc3339 import parse_rfc3339
+from shell.processes import command
 from tests.consumers.helpers import open_channel, publish_batch, publish_single, wait_for
 from tests.factories import random_events, valid_event
 from tests.manifests import store_listed
-from tests.processes import ROOT, Component, free_port, start, wait_logged
+from tests.processes import ROOT, Component, free_port, start_encryptor
+from tests.transit import keyservice_keys
 
 PURPOSE = "GDPR access request #4711"
 BASE = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
@@ -44,7 +47,7 @@ def replay(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `pulseseal replay ARGS` with this session's environment, to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "shell", "replay", *args],
+        command(["replay", *args]),
         env={**os.environ, **env},
         cwd=ROOT,
         stdout=stdout,
@@ -114,12 +117,12 @@ def ks_settings(pipeline_env: dict[str, str], keyservice_process: Component) -> 
 
 @pytest.fixture
 async def collection(
-    mongo_url: str, pipeline_env: dict[str, str]
+    mongo_url: str, pipeline_env: dict[str, str], ferretdb_postgresql: PostgresTarget | None
 ) -> AsyncIterator[AsyncCollection[dict[str, Any]]]:
     """`sealed_events` of this session's database, with its index."""
     client = mongo.connect(mongo_url)
     sealed_events = mongo.sealed_events(client, pipeline_env["PULSESEAL_MONGO_DB"])
-    await mongo.ensure_indexes(sealed_events)
+    await mongo.ensure_indexes(sealed_events, postgresql=ferretdb_postgresql)
     yield sealed_events
     await client.close()
 
@@ -144,9 +147,8 @@ def encryptor(
     pipeline_env: dict[str, str], keyservice_process: Component, tmp_path: Path
 ) -> Iterator[Component]:
     """A real `pulseseal encryptor` for this test."""
-    component = start("encryptor", ["encryptor"], pipeline_env, tmp_path)
+    component = start_encryptor(pipeline_env, tmp_path)
     try:
-        wait_logged(component, "encryptor ready")
         yield component
     finally:
         component.stop()
@@ -166,7 +168,8 @@ async def test_replay_equals_the_ingested_events_byte_for_byte(
         valid_event("medication", event_id=str(uuid.uuid4()), user_id=user, data={"dose_mg": None}),
         valid_event("sleep", event_id=str(uuid.uuid4()), user_id=user, source={"device": "Ünïcödé ☾"}),
     ]
-    connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"])
+    keys = await keyservice_keys(pipeline_env["PULSESEAL_KEYSERVICE_URL"])
+    connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"], transport_keys=keys)
     try:
         for event in events[:20]:
             await publish_single(channel, event)

@@ -32,6 +32,7 @@ ALL_FILES = {
     "gateway-jwt.secret",
     "encryptor-signing.pem",
     "manifest-keys.json",
+    "keystore-redis.password",
 }
 
 
@@ -73,7 +74,7 @@ def test_callers_file_lists_each_caller_key_scopes_and_loopback(tmp_path: Path) 
     callers = json.loads((tmp_path / "callers.json").read_text())["callers"]
 
     assert set(callers) == {"encryptor", "auditor", "admin", "gateway"}
-    assert callers["encryptor"]["scopes"] == ["keys:encrypt"]
+    assert callers["encryptor"]["scopes"] == ["keys:encrypt", "transport:open"]
     assert callers["auditor"]["scopes"] == ["keys:decrypt"]
     assert callers["admin"]["scopes"] == ["keys:admin"]
     assert callers["gateway"]["scopes"] == []
@@ -146,6 +147,7 @@ def test_every_default_caller_has_a_scope_except_the_gateway() -> None:
 def test_load_private_key_names_the_file_on_failure(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
+    bad.chmod(0o600)
 
     with pytest.raises(CredentialsError, match=r"bad\.pem is not an unencrypted PEM private key"):
         load_private_key(bad)
@@ -174,3 +176,19 @@ def test_a_kept_manifest_keys_file_that_does_not_match_the_signing_key_is_warned
     assert report.created == ["encryptor-signing.pem"]
     [warning] = report.warnings
     assert "manifest-keys.json does not hold the key of encryptor-signing.pem" in warning
+
+
+def test_a_kept_callers_file_without_a_newer_scope_is_reported_not_changed(tmp_path: Path) -> None:
+    ensure_dev_credentials(tmp_path)
+    document = json.loads((tmp_path / "callers.json").read_text())
+    document["callers"]["encryptor"]["scopes"] = ["keys:encrypt"]  # as made before transport sealing
+    (tmp_path / "callers.json").write_text(json.dumps(document))
+
+    report = ensure_dev_credentials(tmp_path)
+
+    assert report.created == []
+    assert json.loads((tmp_path / "callers.json").read_text()) == document
+    assert report.warnings == [
+        f"{tmp_path / 'callers.json'} does not give encryptor the scope transport:open; "
+        "delete it to have it made again"
+    ]

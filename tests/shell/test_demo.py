@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 from pymongo import MongoClient
 
+from shell.processes import command
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.integration
@@ -27,18 +27,17 @@ def test_the_demo_runs_every_step_and_verifies_replay_and_shred(
     demo["sealed_events"].insert_one({"_id": "left-by-an-earlier-run", "user_id": "demo-000000-0000"})
     try:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "shell",
-                "demo",
-                "--users",
-                "6",
-                "--events-per-user",
-                "25",
-                "--seed",
-                "3",
-            ],
+            command(
+                [
+                    "demo",
+                    "--users",
+                    "6",
+                    "--events-per-user",
+                    "25",
+                    "--seed",
+                    "3",
+                ]
+            ),
             env={**os.environ, **pipeline_env, "COLUMNS": "80"},
             capture_output=True,
             text=True,
@@ -61,6 +60,8 @@ def test_the_demo_runs_every_step_and_verifies_replay_and_shred(
     assert figures["refused"] == "0"
     assert "identical to what was sent ✓" in out
     assert "nothing can be opened any more ✓" in out
+    assert "1 of the user's 1 wrapped keys found" in out  # the search works ...
+    assert "none is left ✓" in out  # ... and after the shred finds nothing in the key store's files
     assert "Demo finished" in out
     assert "Stop them with pulseseal services down" in out  # one line, never split mid-command
     # The demo's own output stays within 80 columns.

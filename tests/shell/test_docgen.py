@@ -144,6 +144,9 @@ def test_asyncapi_describes_the_seal_queue_and_its_two_message_forms() -> None:
     assert document["operations"][SEAL_QUEUE]["action"] == "receive"
     messages = document["components"]["messages"]
     assert {messages[name]["contentType"] for name in channel["messages"]} == {JSON, NDJSON}
+    for name in channel["messages"]:
+        assert messages[name]["headers"]["required"] == ["x-pulseseal-transport", "x-pulseseal-transport-key"]
+        assert messages[name]["headers"]["properties"]["x-pulseseal-transport"]["const"] == "hpke-v1"
     event = document["components"]["schemas"]["HealthEvent"]
     assert event["discriminator"] == "type"
     assert len(event["oneOf"]) == 6
@@ -156,11 +159,18 @@ def test_asyncapi_describes_the_dead_letters_and_their_headers() -> None:
     assert document["operations"][DEAD_EXCHANGE]["action"] == "send"
     (message_ref,) = channel["messages"].values()
     headers = _resolve(document, message_ref["$ref"])["headers"]
-    assert headers["required"] == ["x-pulseseal-error", "x-pulseseal-reason"]
+    assert headers["required"] == [
+        "x-pulseseal-error",
+        "x-pulseseal-reason",
+        "x-pulseseal-transport",
+        "x-pulseseal-transport-key",
+    ]
     assert set(headers["properties"]["x-pulseseal-error"]["enum"]) == {
         INVALID_EVENT,
         INVALID_MESSAGE,
         USER_SHREDDED,
+        "unsealed_transport",
+        "transport_unopenable",
     }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from bson import json_util
 
-from pulseseal.envelope import DataKey, associated_data, seal, to_millis
+from pulseseal.envelope import DataKey, _seal_with_nonce, associated_data, to_millis
 from schemas import canonical_json, validate_event
 
 HERE = Path(__file__).resolve().parent
@@ -159,7 +159,7 @@ def build() -> dict[str, Any]:
     for item in INPUTS:
         event = validate_event(item.event)
         key = DataKey(event.user_id, item.key_version, item.key)
-        document = seal(event, key, now=item.sealed_at, nonce=item.nonce)
+        document = _seal_with_nonce(event, key, item.nonce, now=item.sealed_at)
         ad = associated_data(
             v=document["v"],
             event_id=event.event_id,

@@ -107,3 +107,41 @@ async def test_a_cancelled_fetch_gives_joiners_a_retryable_error() -> None:
         await owner
     with pytest.raises(KeyServiceUnavailable):
         await joiner
+
+
+def test_forget_sweep_and_cap() -> None:
+    clock = Clock()
+    cache = KeyCache[tuple[str, int]](10, clock=clock)
+    cache.put(("a", 1), key("a", clock, ttl=5))
+    cache.put(("a", 2), key("a", clock, ttl=60))
+    cache.put(("b", 1), key("b", clock, ttl=60))
+    assert cache.forget(lambda name: name[0] == "a") == 2
+    assert cache.get(("b", 1)) is not None
+    cache.cap_ttl(1.0)
+    cache.put(("c", 1), key("c", clock, ttl=60))
+    clock.now += 1.0
+    # Swept without a lookup: expired handles do not sit in memory until someone asks for them.
+    assert cache.sweep() == 1
+    assert len(cache) == 1
+    cache.cap_ttl(None)
+    cache.put(("c", 1), key("c", clock, ttl=60))
+    clock.now += 59
+    assert cache.sweep() == 1  # b's TTL ended; c (no cap any more) stays
+    assert cache.get(("c", 1)) is not None
+
+
+async def test_a_fetch_in_flight_while_a_user_is_forgotten_is_not_cached() -> None:
+    clock = Clock()
+    flight = SingleFlight[str](KeyCache(100))
+    release = asyncio.Event()
+
+    async def fetch(names: list[str]) -> dict[str, Outcome]:
+        await release.wait()  # the shred notice arrives while the key service's answer is on its way
+        return {n: key(n, clock) for n in names}
+
+    task = asyncio.create_task(flight.get_many(["a"], fetch))
+    await asyncio.sleep(0)
+    flight.cache.forget(lambda name: name == "a")
+    release.set()
+    assert isinstance((await task)["a"], DataKey)  # this one batch may use it: granted before the shred
+    assert flight.cache.get("a") is None  # but it is not kept

@@ -142,8 +142,11 @@ async def test_a_token_the_service_rejects_is_token_rejected(service: KeyService
 class Flaky(httpx.AsyncBaseTransport):
     """Fails the first `failures` requests (with a status or a connection error), then forwards."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, failures: list[int | None]) -> None:
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, failures: list[int | None], retry_after: str | None = None
+    ) -> None:
         self.inner, self.failures, self.seen = inner, list(failures), 0
+        self.headers = {} if retry_after is None else {"Retry-After": retry_after}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.seen += 1
@@ -152,7 +155,9 @@ class Flaky(httpx.AsyncBaseTransport):
             if failure is None:
                 raise httpx.ConnectError("refused", request=request)
             return httpx.Response(
-                failure, json={"status": failure, "reason": "unavailable", "detail": "busy"}
+                failure,
+                json={"status": failure, "reason": "unavailable", "detail": "busy"},
+                headers=self.headers,
             )
         return await self.inner.handle_async_request(request)
 
@@ -171,6 +176,47 @@ async def test_transient_failures_are_retried_with_backoff(service: KeyService, 
     assert flaky.seen == 4  # each attempt with a fresh token (a replayed one would be refused)
     assert len(sleeps) == 3
     assert all(0 <= s <= cap for s, cap in zip(sleeps, [0.1, 0.2, 0.4], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waited"),
+    [
+        ("3", 3.0),  # what the service asked, not the backoff's fraction of a second
+        ("0", 0.0),
+        ("3600", 30.0),  # bounded: an hour's wait is not a retry but an outage
+    ],
+)
+async def test_429_and_503_wait_what_retry_after_asks(
+    service: KeyService, creds: Credentials, retry_after: str, waited: float
+) -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    flaky = Flaky(httpx.ASGITransport(app=create_app(service)), [429, 503], retry_after=retry_after)
+    async with KeyServiceClient(
+        "http://127.0.0.1", "encryptor", creds.keys["encryptor"], transport=flaky, sleep=sleep
+    ) as client:
+        assert (await client.current_key("patient")).version == 1
+    assert sleeps == [waited, waited]
+
+
+async def test_an_unreadable_retry_after_falls_back_to_the_backoff(
+    service: KeyService, creds: Credentials
+) -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    flaky = Flaky(httpx.ASGITransport(app=create_app(service)), [503], retry_after="soon")
+    async with KeyServiceClient(
+        "http://127.0.0.1", "encryptor", creds.keys["encryptor"], transport=flaky, sleep=sleep, backoff_s=0.1
+    ) as client:
+        await client.current_key("patient")
+    assert len(sleeps) == 1
+    assert 0 <= sleeps[0] <= 0.1
 
 
 async def test_unavailable_after_the_retries(service: KeyService, creds: Credentials) -> None:

@@ -19,7 +19,7 @@ from keyservice.wire.errors import InsecureTransport
         ("[::1]", True),
         ("localhost", True),
         ("LOCALHOST", True),
-        ("0.0.0.0", False),  # noqa: S104 - never bound, only classified
+        ("0.0.0.0", False),  # noqa: S104  # nosec B104  # never bound, only classified
         ("::", False),
         ("10.0.0.1", False),
         ("example.com", False),
@@ -32,9 +32,9 @@ def test_loopback(host: str, loopback: bool) -> None:
 
 def test_server_refuses_plain_http_off_loopback() -> None:
     check_server_transport("127.0.0.1", tls=False)
-    check_server_transport("0.0.0.0", tls=True)  # noqa: S104 - never bound
+    check_server_transport("0.0.0.0", tls=True)  # noqa: S104  # nosec B104  # never bound
     with pytest.raises(InsecureTransport, match="PULSESEAL_KEYSERVICE_TLS_CERT"):
-        check_server_transport("0.0.0.0", tls=False)  # noqa: S104 - never bound
+        check_server_transport("0.0.0.0", tls=False)  # noqa: S104  # nosec B104  # never bound
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,25 @@ import httpx
 import jwt
 import pytest
 
+from keyservice.client.transport_public import TransportSealer
 from producers.gateway.app import create_app
 from producers.gateway.auth import TokenVerifier
 from producers.gateway.service import EventIntake
 from producers.publisher import BrokerUnavailable, Publisher
 from pulseseal.topology import BATCH_ROUTING_KEY, JSON, NDJSON
+from shell.processes import free_port
 from tests.factories import valid_event
-from tests.producers.helpers import DELIVERY_LIMIT, USER, bearer, dead_url, drain, event_ids, ndjson, token
+from tests.producers.helpers import (
+    DELIVERY_LIMIT,
+    USER,
+    bearer,
+    dead_url,
+    drain,
+    event_ids,
+    ndjson,
+    token,
+)
+from tests.transit import LocalSealer
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +196,10 @@ async def test_a_media_type_other_than_json_or_ndjson_gets_415(
 @pytest.fixture
 async def gateway_without_broker(verifier: TokenVerifier) -> AsyncIterator[httpx.AsyncClient]:
     intake = EventIntake(
-        verifier, Publisher(dead_url(), delivery_limit=DELIVERY_LIMIT), body_timeout_s=5, confirm_timeout_s=1
+        verifier,
+        Publisher(dead_url(), sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT),
+        body_timeout_s=5,
+        confirm_timeout_s=1,
     )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(intake)), base_url="http://gw"
@@ -211,7 +226,7 @@ async def test_a_broker_that_does_not_confirm_in_time_gets_503(verifier: TokenVe
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     url = f"amqp://guest:guest@127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    publisher = Publisher(url, delivery_limit=DELIVERY_LIMIT, connect_timeout_s=1)
+    publisher = Publisher(url, sealer=LocalSealer(), delivery_limit=DELIVERY_LIMIT, connect_timeout_s=1)
     intake = EventIntake(verifier, publisher, body_timeout_s=5, confirm_timeout_s=0.3)
     try:
         async with httpx.AsyncClient(
@@ -263,3 +278,24 @@ async def test_metrics_count_answers_by_status(gateway: httpx.AsyncClient) -> No
     after = (await gateway.get("/metrics")).text
     assert accepted_total(after) == before + 7
     assert 'pulseseal_gateway_requests_total{status="202"}' in after
+
+
+async def test_no_transport_key_gets_503_and_nothing_is_published(
+    verifier: TokenVerifier, broker: str
+) -> None:
+    # The broker is up, the key service is not: without a transport key nothing may leave in the clear.
+    sealer = TransportSealer(f"http://127.0.0.1:{free_port()}", retries=0)
+    intake = EventIntake(
+        verifier,
+        Publisher(broker, sealer=sealer, delivery_limit=DELIVERY_LIMIT),
+        body_timeout_s=5,
+        confirm_timeout_s=2,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(intake)), base_url="http://gw"
+    ) as client:
+        response = await client.post("/v1/events", json=many(3), headers=bearer(token()))
+    await intake.publisher.close()
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0
+    assert await drain(broker) == []

@@ -192,6 +192,7 @@ def test_unusable_key_configuration_is_refused(
 def test_keys_load_from_files_and_the_secret_is_stripped(tmp_path: Path) -> None:
     secret_file = tmp_path / "gateway-jwt.secret"
     secret_file.write_text(f"  {SECRET.decode()}\n")
+    secret_file.chmod(0o600)
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps(JWKS))
     loaded = TokenVerifier.from_files(
@@ -217,3 +218,13 @@ def test_missing_or_broken_key_files_are_configuration_errors(tmp_path: Path) ->
     )
     with pytest.raises(Unauthorized, match="algorithm"):
         only_jwks.verify(f"Bearer {token()}")
+
+
+@pytest.mark.parametrize("exp", [float("nan"), float("inf"), float("-inf"), 10**400])
+def test_a_time_claim_that_is_not_a_finite_number_is_refused(exp: object) -> None:
+    # Python's JSON (and PyJWT with it) reads NaN and Infinity; `now >= NaN` is false, so before this
+    # check an `exp: NaN` token never expired.
+    with pytest.raises(Unauthorized, match="finite"):
+        verifier().verify(f"Bearer {signed({'alg': 'HS256'}, claims() | {'exp': exp}, SECRET)}")
+    with pytest.raises(Unauthorized, match="not valid yet"):
+        verifier().verify(f"Bearer {signed({'alg': 'HS256'}, claims() | {'nbf': exp}, SECRET)}")

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from shell.cli.gateway import listening_socket
+from shell.processes import StartFailed, free_port, spawn
 from tests.factories import valid_event
 from tests.processes import require_stopped
 from tests.producers.helpers import (
@@ -25,11 +26,11 @@ from tests.producers.helpers import (
     cli_env,
     drain,
     event_ids,
-    free_port,
     one_line,
     run_cli,
     token,
 )
+from tests.transit import keyservice_keys
 
 pytestmark = pytest.mark.integration
 
@@ -43,35 +44,29 @@ class Server:
 
 
 @pytest.fixture
-def server(broker: str, tmp_path: Path) -> Iterator[Server]:
+def server(broker: str, keyservice: str, tmp_path: Path) -> Iterator[Server]:
     secret = tmp_path / "gateway-jwt.secret"
     secret.write_bytes(SECRET)
+    secret.chmod(0o600)
     port = free_port()
     env = cli_env(
         broker,
+        keyservice_url=keyservice,
         gateway_port=str(port),
         gateway_jwt_secret_file=str(secret),
         gateway_body_timeout_s="1",
         gateway_confirm_timeout_s="2",
     )
     log = tmp_path / "gateway.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen([PULSESEAL, "gateway"], env=env, stdout=sink, stderr=sink)
+    gateway = spawn("gateway", ["gateway"], env=env, log=log, append=False, new_session=False)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(f"the gateway did not start: {log.read_text()[-500:]}")
-            time.sleep(0.1)
-        yield Server(process, port, log)
+        try:
+            gateway.wait_ready(f"http://127.0.0.1:{port}/healthz", 30)
+        except StartFailed:
+            pytest.fail(f"the gateway did not start: {log.read_text()[-500:]}")
+        yield Server(gateway.process, port, log)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        gateway.stop(30)
 
 
 def events(n: int) -> list[dict[str, object]]:
@@ -79,7 +74,7 @@ def events(n: int) -> list[dict[str, object]]:
 
 
 async def test_a_body_that_is_slow_to_arrive_gets_408_and_does_not_block_others(
-    server: Server, broker: str
+    server: Server, broker: str, keyservice: str
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
@@ -105,15 +100,17 @@ async def test_a_body_that_is_slow_to_arrive_gets_408_and_does_not_block_others(
     assert time.monotonic() - started < 3
     dripping.cancel()
     writer.close()
-    assert len(event_ids(await drain(broker))) == 2
+    assert len(event_ids(await drain(broker, keys=await keyservice_keys(keyservice)))) == 2
 
 
-def test_a_port_in_use_is_one_clear_line_and_exit_2(broker: str) -> None:
+def test_a_port_in_use_is_one_clear_line_and_exit_2(broker: str, keyservice: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("gateway", "--port", str(port), env=cli_env(broker), timeout_s=30)
+        result = run_cli(
+            "gateway", "--port", str(port), env=cli_env(broker, keyservice_url=keyservice), timeout_s=30
+        )
     assert result.returncode == 2
     assert "cannot listen on 127.0.0.1" in one_line(result.stderr)
 
@@ -137,7 +134,9 @@ async def test_the_listening_socket_gets_nagle_turned_off_on_every_connection() 
     await server.wait_closed()
 
 
-def test_a_missing_secret_file_is_one_clear_line_and_exit_2(broker: str, tmp_path: Path) -> None:
+def test_a_missing_secret_file_is_one_clear_line_and_exit_2(
+    broker: str, keyservice: str, tmp_path: Path
+) -> None:
     env = cli_env(broker, gateway_jwt_secret_file=str(tmp_path / "missing.secret"))
     result = run_cli("gateway", "--port", str(free_port()), env=env, timeout_s=30)
     assert result.returncode == 2
@@ -159,7 +158,7 @@ def services(action: str) -> None:
 
 @pytest.mark.slow
 async def test_rabbitmq_stopping_during_traffic_gives_503s_then_recovers_and_no_202_is_lost(
-    server: Server, broker: str
+    server: Server, broker: str, keyservice: str
 ) -> None:
     accepted: list[str] = []
     statuses: list[tuple[float, int]] = []
@@ -210,6 +209,6 @@ async def test_rabbitmq_stopping_during_traffic_gives_503s_then_recovers_and_no_
         await asyncio.to_thread(services, "up")
     assert any(s == 503 for t, s in statuses if t > stopped_at)
     assert any(s == 202 for t, s in statuses if t > started_at)
-    stored = Counter(event_ids(await drain(broker)))
+    stored = Counter(event_ids(await drain(broker, keys=await keyservice_keys(keyservice))))
     assert {event_id: stored[event_id] for event_id in accepted} == dict.fromkeys(accepted, 1)
     assert len(accepted) == len(set(accepted))

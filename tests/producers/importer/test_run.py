@@ -13,7 +13,7 @@ from producers.importer.checkpoint import checkpoint_path, load_checkpoint
 from producers.importer.plan import FilePlan, ImportFileError, plan_file
 from producers.importer.progress import PlainProgress
 from producers.importer.rejects import rejects_path
-from producers.importer.run import Importer
+from producers.importer.run import Importer, ImportOptions
 from producers.publisher import BrokerUnavailable, Publisher
 from tests.factories import valid_event
 from tests.producers.helpers import drain, event_ids
@@ -63,7 +63,7 @@ async def test_all_valid_lines_of_a_mixed_file_are_published_and_the_bad_ones_li
     path = tmp_path / "mixed.ndjson"
     ids, bad = write_mixed(path, 2500, 100)
     out = io.StringIO()
-    totals = await Importer(publisher, PlainProgress(out), batch_events=1000).run(plans(path))
+    totals = await Importer(publisher, PlainProgress(out), ImportOptions(batch_events=1000)).run(plans(path))
     assert (totals.imported, totals.rejected, totals.published_now) == (2500, 25, 2500)
     messages = await drain(broker)
     assert sorted(event_ids(messages)) == sorted(ids)
@@ -101,7 +101,7 @@ async def test_a_lost_broker_stops_at_a_checkpoint_and_resume_loses_nothing(
     ids, bad = write_mixed(path, 5000, 250)
     out = io.StringIO()
     stopping = Importer(
-        FailsAfter(publisher, 2), PlainProgress(out), batch_events=500, in_flight=1, retry_s=0
+        FailsAfter(publisher, 2), PlainProgress(out), ImportOptions(batch_events=500, in_flight=1, retry_s=0)
     )
     with pytest.raises(ImportFileError, match="--resume"):
         await stopping.run(plans(path))
@@ -111,7 +111,9 @@ async def test_a_lost_broker_stops_at_a_checkpoint_and_resume_loses_nothing(
     first_run = event_ids(await drain(broker))
     assert len(first_run) == 1000
 
-    resumed = await Importer(publisher, PlainProgress(out), batch_events=500).run(plans(path, resume=True))
+    resumed = await Importer(publisher, PlainProgress(out), ImportOptions(batch_events=500)).run(
+        plans(path, resume=True)
+    )
     assert (resumed.imported, resumed.rejected, resumed.published_now) == (5000, 20, 4000)
     assert sorted(first_run + event_ids(await drain(broker))) == sorted(ids)
     lines = [json.loads(line)["line"] for line in rejects_path(path).read_text().splitlines()]
@@ -142,7 +144,9 @@ async def test_an_interrupted_import_saves_its_checkpoint(
     path.write_text("\n".join(event_lines(20_000)) + "\n")
     out = io.StringIO()
     slow = Slow(publisher, enough=5)
-    importer = Importer(slow, PlainProgress(out), batch_events=100, in_flight=2, checkpoint_interval_s=3600)
+    importer = Importer(
+        slow, PlainProgress(out), ImportOptions(batch_events=100, in_flight=2, checkpoint_interval_s=3600)
+    )
     task = asyncio.create_task(importer.run(plans(path)))
     await asyncio.wait_for(slow.reached.wait(), timeout=30)
     task.cancel()
