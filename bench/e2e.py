@@ -102,6 +102,28 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
             drain_detail(drained),
         )
     )
+    # The same drain by encryptors that write no batch manifests, in the same run: what manifests cost.
+    ctx.say(f"  e2e: draining {events:,} pre-loaded events again, without batch manifests")
+    plain = await drain(scratch, service, workload, events, servers=servers, manifests=False)
+    check_exactly_once(plain)
+    result.add(
+        Figure(
+            "drain_without_manifests_per_s",
+            f"end to end: {events:,} pre-loaded events, 1 encryptor writing no batch manifests",
+            round(plain.events_per_s),
+            "events/s",
+            f"bench.plain_encryptor; first to last stored ({plain.seconds:.1f} s); {describe_cores(plain.cores)}",
+        )
+    )
+    result.add(
+        Figure(
+            "manifests_drain_ratio",
+            "drain with batch manifests / drain without (same run)",
+            round(rate / plain.events_per_s, 3),
+            "x",
+            "one signed manifest document per flush in seal_manifests (docs/replay.md); the issue asks >= 0.9",
+        )
+    )
     result.add(
         Figure(
             "encryptor_peak_rss_mb",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -110,27 +112,61 @@ def encryptor_env(scratch: Scratch, database: str, service: RunningKeyService, h
         "PULSESEAL_MONGO_DB": database,
         "PULSESEAL_KEYSERVICE_URL": service.url,
         "PULSESEAL_CALLER_KEY_FILE": str(service.credentials_dir / "encryptor.pem"),
+        "PULSESEAL_ENCRYPTOR_SIGNING_KEY": str(service.credentials_dir / "encryptor-signing.pem"),
         **child_env(scratch.postgresql),  # where the encryptor makes the store's GIN indexes
     }
 
 
 @contextlib.asynccontextmanager
 async def encryptors(
-    count: int, env: Mapping[str, str], *, log_dir: Path | None = None
+    count: int, env: Mapping[str, str], *, log_dir: Path | None = None, manifests: bool = True
 ) -> AsyncIterator[list[EncryptorProcess]]:
-    """Start `count` encryptor processes together and wait until all are ready; stop them at the end."""
+    """Start `count` encryptor processes together and wait until all are ready; stop them at the end.
+
+    `manifests=False` runs `bench.plain_encryptor` instead of `pulseseal encryptor`: the same encryptor
+    without batch manifests, the baseline that prices them (a benchmark switch, not a product one).
+    """
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-enc-") as scratch_dir:
         where = log_dir or Path(scratch_dir)
         started: list[EncryptorProcess] = []
         try:
             for index in range(count):
                 name = f"encryptor-{index}"
-                child = spawn_encryptor(name, where, env=env, log=where / f"{name}.log", append=False)
+                log_path = where / f"{name}.log"
+                if manifests:
+                    child = spawn_encryptor(name, where, env=env, log=log_path, append=False)
+                else:
+                    child = _spawn_plain(name, where, env, log_path)
                 started.append(EncryptorProcess(child))
             await asyncio.gather(*(p.wait_ready() for p in started))
             yield started
         finally:
             await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
+
+
+def _spawn_plain(name: str, where: Path, env: Mapping[str, str], log_path: Path) -> Child:
+    # `spawn_encryptor` with `python -m bench.plain_encryptor` in place of `pulseseal encryptor`.
+    port_file = where / f"{name}.port"
+    port_file.unlink(missing_ok=True)
+    args = [
+        sys.executable,
+        "-m",
+        "bench.plain_encryptor",
+        "--metrics-port",
+        "0",
+        "--port-file",
+        str(port_file),
+    ]
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            args,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Child(name, process, log_path, port_file, group=True)
 
 
 @dataclass(slots=True)
@@ -188,6 +224,7 @@ async def drain(
     servers: Mapping[str, int] | None = None,
     per_message: int = 1000,
     preload: bool = True,
+    manifests: bool = True,
 ) -> Drain:
     """Pre-load `events` events as `per_message`-event messages, start `processes` encryptors, time the drain.
 
@@ -195,7 +232,8 @@ async def drain(
     (as fast as the broker confirms: a fraction of a second for 200 messages), so that several
     encryptors share the backlog from the start instead of the first one up taking a whole prefetch
     before the others are running. `on_ready` is called with the processes once they are all ready (a profiler can attach there);
-    `servers` names server processes whose CPU use is recorded beside the encryptors'.
+    `servers` names server processes whose CPU use is recorded beside the encryptors'. `manifests=False`
+    drains with encryptors that write no batch manifests (the baseline that prices them).
 
     Raises:
         EncryptorFailed: an encryptor died, or the drain did not finish within `timeout_s`.

@@ -23,6 +23,7 @@ from typing import Any
 
 import aio_pika
 from aiormq.exceptions import AMQPConnectionError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from faststream import AckPolicy, FastStream
 from faststream.message import StreamMessage
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
@@ -34,10 +35,13 @@ from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
 from consumers.deadletters import DEAD_LETTER_CHANNEL, publish_dead_letters
 from consumers.keys import KeySource
+from consumers.manifests import ManifestWriter
 from consumers.messages import Rejected, decode_or_fail, estimated_events
 from consumers.readiness import BROKER, CONSUMING, KEYSERVICE, STORE, Readiness, ReadinessWatch
 from consumers.sealing import MessageResult, Sealer
+from consumers.store import InsertOutcome
 from consumers.transit import TransportGate
+from consumers.usage import UsageReporter
 from pulseseal import mongo
 from pulseseal.ferretdb_sql import postgres_target
 from pulseseal.retry import Backoff, retry
@@ -109,6 +113,8 @@ class Encryptor:
         transport: Opens deliveries and seals dead letters (transport keys).
         clock: The clock for the 24 h future bound and `sealed_at` (injectable for tests).
         readiness: Where `/readyz` reads this encryptor's checks (a fresh one by default).
+        manifest_key: The key that signs each flush's batch manifest (docs/replay.md); None writes none.
+        usage: Where seals per key version are counted and reported (None: not counted).
     """
 
     def __init__(
@@ -120,6 +126,8 @@ class Encryptor:
         transport: TransportGate,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         readiness: Readiness | None = None,
+        manifest_key: Ed25519PrivateKey | None = None,
+        usage: UsageReporter | None = None,
     ) -> None:
         self._settings = settings
         self.transport = transport
@@ -127,7 +135,16 @@ class Encryptor:
         self._collection = mongo.sealed_events(
             mongo_client, settings.mongo_db, write_concern=settings.mongo_write_concern
         )
-        self.sealer = Sealer(keys, self._collection, clock=clock)
+        self.manifests: ManifestWriter | None = None
+        if manifest_key is not None:
+            manifests = mongo.seal_manifests(
+                mongo_client, settings.mongo_db, write_concern=settings.mongo_write_concern
+            )
+            self.manifests = ManifestWriter(
+                manifests, self._collection, manifest_key, settings.manifest_signer, clock=clock
+            )
+        self.usage = usage
+        self.sealer = Sealer(keys, self._collection, clock=clock, after_store=self._stored)
         self.batcher: MicroBatcher[Delivered, MessageResult] = MicroBatcher(
             self.decode_and_seal,
             max_items=settings.batch_max_events,
@@ -176,6 +193,10 @@ class Encryptor:
         await self._until_ready(
             "MongoDB", lambda: mongo.ensure_indexes(self._collection, postgresql=postgresql)
         )
+        if self.manifests is not None:
+            await self._until_ready("MongoDB", self.manifests.start)
+        if self.usage is not None:
+            self.usage.start()
         self.batcher.start()
         log.info(
             "encryptor ready",
@@ -188,6 +209,15 @@ class Encryptor:
         await self.readiness_watch.stop()
         await self.subscriber.stop()
         await self.batcher.close(SHUTDOWN_GRACE_S)
+        if self.usage is not None:
+            await self.usage.close(SHUTDOWN_GRACE_S)
+
+    async def _stored(self, docs: Sequence[dict[str, Any]], outcome: InsertOutcome) -> None:
+        # Before the ack: the manifest lists what is now stored (consumers/manifests.py).
+        if self.usage is not None:
+            self.usage.count(docs)
+        if self.manifests is not None:
+            await self.manifests.record(docs, outcome)
 
     async def handle(self, body: bytes, message: RabbitMessage) -> None:
         """Seal one message's events; ack after they are written or dead-lettered, else requeue."""

@@ -22,7 +22,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from consumers import metrics
 from consumers.keys import SHREDDED, KeySource, KeysUnavailable
 from consumers.messages import ID_CONFLICT, USER_SHREDDED, Decoded, Rejected
-from consumers.store import StoreUnavailable, insert_sealed
+from consumers.store import InsertOutcome, StoreUnavailable, insert_sealed
 from keyservice.client import EncryptKeys
 from pulseseal.envelope import seal_many
 from pulseseal.retry import Backoff, Sleep, retry
@@ -31,6 +31,9 @@ from schemas import HealthEvent, canonical_json
 log = logging.getLogger("pulseseal.encryptor")
 
 T = TypeVar("T")
+# Called with a flush's documents and what the insert did, before any of its messages is acked: the
+# batch manifest (consumers/manifests.py) and the usage count are written there.
+AfterStore = Callable[[Sequence[dict[str, Any]], InsertOutcome], Awaitable[None]]
 
 # Until the dependency is back: the batch waits, its messages stay unacknowledged (and in the queue).
 FLUSH_BACKOFF = Backoff(initial_s=0.1, cap_s=5.0, jitter=0.5)
@@ -57,6 +60,7 @@ class Sealer:
         keys: The key source.
         collection: `sealed_events`, with the write concern to honour.
         clock: The `sealed_at` clock (injectable for tests).
+        after_store: Called after each insert, before the batch's results are returned.
         sleep: The backoff's sleep (injectable for tests).
     """
 
@@ -66,11 +70,13 @@ class Sealer:
         collection: AsyncCollection[dict[str, Any]],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        after_store: AfterStore | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._keys = keys
         self._collection = collection
         self._clock = clock
+        self._after_store = after_store
         self._sleep = sleep
 
     async def flush(self, messages: Sequence[Decoded]) -> list[MessageResult]:
@@ -96,6 +102,8 @@ class Sealer:
             counts = _count_by_owner(owner, len(batches))
         docs = seal_many(sealable, keys, now=now)
         outcome = await self._retry("MongoDB", lambda: insert_sealed(self._collection, docs))
+        if self._after_store is not None:
+            await self._after_store(docs, outcome)
         if outcome.failed or outcome.conflicts:
             owners = owner if owner is not None else [i for i, n in enumerate(counts) for _ in range(n)]
             for doc, event, index in zip(docs, sealable, owners, strict=True):

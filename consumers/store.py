@@ -30,6 +30,8 @@ class InsertOutcome:
     failed: set[str] = field(default_factory=set)
     conflicts: set[str] = field(default_factory=set)
     """`_id`s already stored for ANOTHER user: never acknowledge these as stored."""
+    duplicate_ids: set[str] = field(default_factory=set)
+    """`_id`s already stored for the same user (the batch manifest lists them as stored, docs/replay.md)."""
 
 
 async def insert_sealed(
@@ -65,6 +67,7 @@ async def insert_sealed(
         for event_id, user_id in duplicated.items():
             if owners.get(event_id, user_id) == user_id:
                 outcome.duplicates += 1
+                outcome.duplicate_ids.add(event_id)
             else:
                 outcome.conflicts.add(event_id)
         return outcome

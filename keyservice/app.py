@@ -24,6 +24,7 @@ from keyservice.openapi import openapi_document
 from keyservice.service import KeyService
 from keyservice.shrednotices import stream_route
 from keyservice.transport_keys import TransportKeyService
+from keyservice.usage import SealBudget
 from keyservice.wire.errors import (
     KeyServiceError,
     MethodNotAllowed,
@@ -43,6 +44,7 @@ from keyservice.wire.models import (
 )
 from keyservice.wire.shreds import PATH as SHREDS_PATH
 from keyservice.wire.transport import parse_key_id, parse_open_request
+from keyservice.wire.usage import DEFAULT_SEAL_BUDGET, USAGE_PATH, UsageReport
 
 log = logging.getLogger(__name__)
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -97,8 +99,10 @@ def problem(error: KeyServiceError, request_id: str) -> Response:
     )
 
 
-def create_app(service: KeyService) -> Starlette:
-    """The ASGI app over a ready `KeyService` (whoever opened the service closes it)."""
+def create_app(service: KeyService, *, seal_budget: int = DEFAULT_SEAL_BUDGET) -> Starlette:
+    """The ASGI app over a ready `KeyService` (whoever opened the service closes it); a key version that
+    reaches `seal_budget` seals is rotated automatically (keyservice/usage.py)."""
+    budget = SealBudget(service, seal_budget)
 
     async def _refusal(action: str, exc: KeyServiceError, call: _Call, peer: str) -> Response:
         # Written to the audit log before the answer leaves; an answer whose refusal cannot be recorded
@@ -156,6 +160,11 @@ def create_app(service: KeyService) -> Starlette:
 
     async def decrypt(caller: VerifiedCaller, call: _Call) -> BaseModel:
         return await service.decrypt(caller, parse_body(DecryptRequest, call.body), call.request_id)
+
+    async def usage(caller: VerifiedCaller, call: _Call) -> BaseModel:
+        report = parse_body(UsageReport, call.body)
+        call.user_ids = sorted({entry.user_id for entry in report.usage})
+        return await budget.record(caller, report, call.request_id)
 
     async def replay(caller: VerifiedCaller, call: _Call) -> BaseModel:
         report = parse_body(ReplayReport, call.body)
@@ -236,6 +245,7 @@ def create_app(service: KeyService) -> Starlette:
     routes = [
         Route("/v1/keys/encrypt", endpoint("encrypt", "keys:encrypt", encrypt), methods=["POST"]),
         Route("/v1/keys/decrypt", endpoint("decrypt", "keys:decrypt", decrypt), methods=["POST"]),
+        Route(USAGE_PATH, endpoint("usage", "keys:encrypt", usage), methods=["POST"]),
         Route("/v1/users/{user_id}/rotate", endpoint("rotate", "keys:admin", rotate), methods=["POST"]),
         Route("/v1/users/{user_id}", endpoint("shred", "keys:admin", shred), methods=["DELETE"]),
         Route(

@@ -33,6 +33,7 @@ from keyservice.wire.transport import (
     TransportRetireAnswer,
     TransportRotateAnswer,
 )
+from keyservice.wire.usage import USAGE_PATH, UsageAnswer, UsageReport
 from pulseseal.transit import KEY_ID_PATTERN, SUITE_NAME
 
 _REQUESTS: tuple[type[BaseModel], ...] = (
@@ -40,6 +41,7 @@ _REQUESTS: tuple[type[BaseModel], ...] = (
     DecryptRequest,
     ReplayReport,
     OpenTransportKeysRequest,
+    UsageReport,
 )
 _ANSWERS: tuple[type[BaseModel], ...] = (
     EncryptAnswer,
@@ -48,6 +50,7 @@ _ANSWERS: tuple[type[BaseModel], ...] = (
     ReceiptAnswer,
     AuditRecord,
     AuditAnswer,
+    UsageAnswer,
     Problem,
     TransportPublicKeyAnswer,
     TransportPrivateKeysAnswer,
@@ -146,6 +149,14 @@ def openapi_document() -> dict[str, Any]:
                     "keys:decrypt",
                     _answer("Keys found, and the ones missing with why.", DecryptAnswer),
                     body=DecryptRequest,
+                )
+            },
+            USAGE_PATH: {
+                "post": _operation(
+                    "Report seals per key version; a version that reaches the seal budget is rotated",
+                    "keys:encrypt",
+                    _answer("The keys rotated because of this report.", UsageAnswer),
+                    body=UsageReport,
                 )
             },
             "/v1/audit/replays": {

@@ -13,6 +13,7 @@ from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 
 from pulseseal.ferretdb_sql import PostgresTarget, StoreIndexError, ensure_gin_indexes
+from pulseseal.manifest import MANIFEST_COLLECTION
 
 SEALED_COLLECTION = "sealed_events"
 USER_TIME_INDEX = [("user_id", ASCENDING), ("occurred_at", ASCENDING)]
@@ -46,6 +47,13 @@ def sealed_events(
 ) -> AsyncCollection[dict[str, Any]]:
     """The `sealed_events` collection with the configured write concern."""
     return client[db].get_collection(SEALED_COLLECTION, write_concern=WRITE_CONCERNS[write_concern])
+
+
+def seal_manifests(
+    client: AsyncMongoClient[dict[str, Any]], db: str, *, write_concern: str = "journaled"
+) -> AsyncCollection[dict[str, Any]]:
+    """The `seal_manifests` collection (docs/replay.md), with the write concern of the sealed documents."""
+    return client[db].get_collection(MANIFEST_COLLECTION, write_concern=WRITE_CONCERNS[write_concern])
 
 
 async def ferretdb_backend(collection: AsyncCollection[dict[str, Any]]) -> str | None:

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     keystore_prefix: str = Field(
         "pulseseal:ks:", description="Prefix of every key-store Redis key (tests use a unique one)."
     )
+    key_seal_budget: int = Field(
+        2**24,
+        ge=1,
+        description="Seals per key version after which the key service rotates the user's key by itself.",
+    )
     shred_ledger_file: Path | None = Field(
         None,
         description=(
@@ -120,8 +125,24 @@ class Settings(BaseSettings):
         2, ge=1, description="Micro-batches the encryptor prepares and writes at once (one waits on MongoDB)."
     )
     delivery_limit: int = Field(5, ge=1, description="`x-delivery-limit` of the `pulseseal.seal` queue.")
+    encryptor_signing_key: Path | None = Field(
+        None,
+        description="Ed25519 key that signs batch manifests (default `HOME/credentials/encryptor-signing.pem`).",
+    )
+    manifest_signer: str = Field(
+        "encryptor", min_length=1, max_length=64, description="Name of that key in the manifest keys file."
+    )
+    key_usage_report_s: float = Field(
+        5.0, gt=0, description="How often the encryptor reports seals per key version to the key service."
+    )
     mongo_write_concern: Literal["journaled", "majority", "acknowledged"] = Field(
         "journaled", description="Write concern for sealed documents."
+    )
+
+    # --- replay and verify ---
+    manifest_keys_file: Path | None = Field(
+        None,
+        description="Public keys of manifest signers (default `HOME/credentials/manifest-keys.json`).",
     )
 
     # --- gateway ---

@@ -8,6 +8,8 @@ never overwritten — not even when it looks wrong; delete it to have it made ag
   PEM; the caller id is the file's stem. `gateway` has no scope at all: it exists to prove that the
   gateway cannot obtain keys.
 - `keyservice.pem`: the key service's own Ed25519 key, which signs erasure receipts.
+- `encryptor-signing.pem`: the encryptors' Ed25519 key that signs batch manifests (docs/replay.md), and
+  `manifest-keys.json`: its public key under the signer name `encryptor`, which replay and verify trust.
 - `callers.json`: the key service's callers file (format in `docs/callers-file.md`), made from the
   callers' keys above.
 - `gateway-jwt.secret`: the HS256 secret for user tokens, 48 URL-safe characters.
@@ -52,6 +54,9 @@ LOOPBACK_NETWORKS: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 MASTER_KEY_FILE = "master.key"
 CALLERS_FILE = "callers.json"
 KEYSERVICE_KEY_FILE = "keyservice.pem"
+ENCRYPTOR_SIGNING_KEY_FILE = "encryptor-signing.pem"
+MANIFEST_KEYS_FILE = "manifest-keys.json"
+MANIFEST_SIGNER = "encryptor"
 GATEWAY_JWT_SECRET_FILE = "gateway-jwt.secret"  # noqa: S105  # nosec B105  # a file name, not a secret
 KEYSTORE_REDIS_PASSWORD_FILE = "keystore-redis.password"  # noqa: S105  # nosec B105  # a file name, not a secret
 _SECRET_CHARS = 48  # URL-safe base64 of 36 random bytes: 48 characters, 216 bits
@@ -102,7 +107,7 @@ def ensure_dev_credentials(directory: Path, *, random_bytes: RandomBytes = os.ur
             report.created.append(name)
 
     create(MASTER_KEY_FILE, lambda: base64.b64encode(_exactly(random_bytes, 32)) + b"\n")
-    for name in (*(f"{cid}.pem" for cid in CALLER_SCOPES), KEYSERVICE_KEY_FILE):
+    for name in (*(f"{cid}.pem" for cid in CALLER_SCOPES), KEYSERVICE_KEY_FILE, ENCRYPTOR_SIGNING_KEY_FILE):
         create(name, lambda: private_key_pem(_new_ed25519(random_bytes)))
     create(
         GATEWAY_JWT_SECRET_FILE,
@@ -115,7 +120,15 @@ def ensure_dev_credentials(directory: Path, *, random_bytes: RandomBytes = os.ur
     public_keys = {cid: public_key_pem(load_private_key(directory / f"{cid}.pem")) for cid in CALLER_SCOPES}
     create(CALLERS_FILE, lambda: callers_document(public_keys).encode() + b"\n")
     report.warnings.extend(_mismatches(directory / CALLERS_FILE, public_keys))
+    signing = public_key_pem(load_private_key(directory / ENCRYPTOR_SIGNING_KEY_FILE))
+    create(MANIFEST_KEYS_FILE, lambda: manifest_keys_document({MANIFEST_SIGNER: signing}).encode() + b"\n")
+    report.warnings.extend(_manifest_key_mismatch(directory / MANIFEST_KEYS_FILE, signing))
     return report
+
+
+def manifest_keys_document(public_keys: Mapping[str, str]) -> str:
+    """The manifest keys file's text (docs/replay.md) for signer name → public key PEM."""
+    return json.dumps({"keys": dict(public_keys)}, indent=2)
 
 
 def callers_document(public_keys: Mapping[str, str]) -> str:
@@ -185,6 +198,20 @@ def _write_new(path: Path, content: bytes) -> bool:
         return create_atomic(path, content)
     except OSError as exc:
         raise CredentialsError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _manifest_key_mismatch(keys_file: Path, signing_pem: str) -> list[str]:
+    """A warning when a kept manifest keys file does not hold the signing key's public half."""
+    try:
+        listed = json.loads(keys_file.read_text(encoding="utf-8")).get("keys", {})
+    except (OSError, ValueError, AttributeError):
+        return [f"{keys_file} is not a readable manifest keys file; delete it to have it made again"]
+    if not isinstance(listed, dict) or listed.get(MANIFEST_SIGNER) != signing_pem:
+        return [
+            f"{keys_file} does not hold the key of {ENCRYPTOR_SIGNING_KEY_FILE}; replay will find every "
+            "new manifest's signature bad: delete it to have it made again"
+        ]
+    return []
 
 
 def _mismatches(callers_file: Path, public_keys: Mapping[str, str]) -> list[str]:

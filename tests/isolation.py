@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 
@@ -50,5 +51,7 @@ def delete_vhost(name: str) -> None:
 
 
 def vhost_url(base_url: str, vhost: str) -> str:
-    """`base_url` pointing at `vhost` instead of the default one."""
-    return base_url.rstrip("/") + "/" + vhost
+    """`base_url` pointing at `vhost` instead of the one it names (a fixture may hand over a URL that
+    already names a vhost of its own: the shell tests see the producer tests' `amqp_url`)."""
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, parts.fragment))

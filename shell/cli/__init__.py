@@ -52,9 +52,10 @@ def _register() -> None:
     app.command("import", help=importer.HELP)(importer.import_command)
     app.add_typer(dead.app, name="dead")
 
-    from shell.cli import replay
+    from shell.cli import replay, verify
 
     app.command("replay", help=replay.HELP)(replay.replay_command)
+    app.command("verify", help=verify.HELP)(verify.verify_command)
 
     from shell.cli import soak
 

@@ -97,7 +97,7 @@ async def _serve(settings: Settings, host: str, port: int, allow_volatile: bool,
         raise CliError(exc.detail) from None
     try:
         config = uvicorn.Config(
-            create_app(service),
+            create_app(service, seal_budget=settings.key_seal_budget),
             ssl_certfile=str(cert) if cert else None,
             ssl_keyfile=str(key) if key else None,
             log_config=None,

@@ -14,14 +14,17 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from keyservice.client import KeyServiceClient
 from keyservice.wire.errors import CallerNotAllowed, KeyServiceError, KeyServiceUnavailable, TokenRejected
+from producers.completeness import UserCompleteness
 from producers.replay import ReplaySummary, TimeRange, find_sealed, replay_user
 from producers.replay_output import FileOutput, ReplayOutput, StdoutOutput
+from producers.verify import Finding
 from pulseseal import mongo
 from pulseseal.logs import configure_logging
 from pulseseal.settings import Settings, load_settings, redact_url
 from schemas.rfc3339 import parse_rfc3339
 from schemas.userids import USER_ID_RULE, is_user_id
 from shell.cli.errors import CliError, ExitCode
+from shell.cli.manifestkeys import PublicKeys, load_manifest_keys
 
 HELP = """Decrypt one user's sealed events for an audit and write them as NDJSON.
 
@@ -40,9 +43,17 @@ its _id and the replay goes on; records whose keys were destroyed (the user
 was crypto-shredded) are reported as unreadable, with the date.
 
 \b
+Completeness is checked against the encryptors' signed batch manifests
+(docs/replay.md; public keys from PULSESEAL_MANIFEST_KEYS_FILE, default
+HOME/credentials/manifest-keys.json): a record a manifest lists that is
+missing, altered or rolled back to an older copy, a record no manifest
+lists, and a gap or a bad signature in a manifest chain are each reported
+on stderr by _id.
+
+\b
 Exit codes: 0 every record in the range written (or none there), 1 some
 records unreadable (keys destroyed), 2 usage, configuration or I/O error,
-3 some records failed to open.
+3 some records failed to open, or the range is not complete and unchanged.
 """
 
 
@@ -66,18 +77,21 @@ def replay_command(
     _check_user_and_purpose(user_id, purpose)
     settings = load_settings()
     configure_logging("replay", logging.ERROR)
+    public_keys = load_manifest_keys(settings)
     try:
         keys = KeyServiceClient.from_settings(settings, "auditor")
     except KeyServiceError as exc:
         raise CliError(f"{exc.detail}; replay needs a caller key with keys:decrypt") from None
     output = _open_output(out)
     try:
-        summary = asyncio.run(_replay(settings, keys, output, user_id, purpose, window))
+        summary, problems = asyncio.run(
+            _replay(settings, keys, public_keys, output, user_id, purpose, window)
+        )
         output.commit()
     except BaseException:
         output.discard()
         raise
-    return _report(summary, user_id)
+    return _report(summary, user_id, problems)
 
 
 def _window(since: str | None, until: str | None) -> TimeRange:
@@ -112,18 +126,21 @@ def _open_output(out: Path | None) -> ReplayOutput:
 async def _replay(
     settings: Settings,
     keys: KeyServiceClient,
+    public_keys: PublicKeys,
     output: ReplayOutput,
     user_id: str,
     purpose: str,
     window: TimeRange,
-) -> ReplaySummary:
+) -> tuple[ReplaySummary, int]:
     client = mongo.connect(settings.mongo_url)
     try:
         async with keys:
+            manifests = mongo.seal_manifests(client, settings.mongo_db)
+            check = await UserCompleteness.load(manifests, public_keys, user_id, window, _print_finding)
             cursor = find_sealed(mongo.sealed_events(client, settings.mongo_db), user_id, window)
             try:
-                return await replay_user(
-                    cursor,
+                summary = await replay_user(
+                    check.watch(cursor),
                     keys,
                     output.write,
                     user_id=user_id,
@@ -133,6 +150,8 @@ async def _replay(
                 )
             finally:
                 await cursor.close()
+            check.finish()
+            return summary, check.problems
     except PyMongoError as exc:
         what = "is not answering" if isinstance(exc, ConnectionFailure) else f"failed ({type(exc).__name__})"
         raise CliError(
@@ -164,10 +183,20 @@ def _print_failed(document_id: str, why: str) -> None:
     print(f"replay: {document_id} failed to open ({why})", file=sys.stderr, flush=True)
 
 
-def _report(summary: ReplaySummary, user_id: str) -> int:
+def _print_finding(finding: Finding) -> None:
+    print(f"replay: {finding.line()}", file=sys.stderr, flush=True)
+
+
+def _report(summary: ReplaySummary, user_id: str, problems: int) -> int:
+    if problems:
+        print(
+            f"replay: the range of user {user_id} is not complete and unchanged: {problems} problems "
+            "(missing, altered or unlisted records, or manifest chain gaps)",
+            file=sys.stderr,
+        )
     if summary.records == 0:
         print(f"replay: no records for user {user_id} in that range", file=sys.stderr)
-        return ExitCode.OK
+        return ExitCode.INTEGRITY if problems else ExitCode.OK
     for destroyed_at, count in sorted(summary.destroyed.items(), key=lambda i: (i[0] is None, i[0] or "")):
         when = f"on {destroyed_at}" if destroyed_at else "(date not recorded)"
         print(f"replay: {count} records of user {user_id} unreadable: keys destroyed {when}", file=sys.stderr)
@@ -176,7 +205,7 @@ def _report(summary: ReplaySummary, user_id: str) -> int:
         f"({summary.failed} failed to open, {summary.unreadable} unreadable)",
         file=sys.stderr,
     )
-    if summary.failed:
+    if summary.failed or problems:
         return ExitCode.INTEGRITY
     return ExitCode.PARTIAL if summary.unreadable else ExitCode.OK
 

@@ -251,6 +251,7 @@ def test_the_key_service_serves_the_document_it_is_held_to(keyservice_client: Po
     assert set(document["paths"]) == {
         "/v1/keys/encrypt",
         "/v1/keys/decrypt",
+        "/v1/keys/usage",
         "/v1/audit/replays",
         "/v1/users/{user_id}/rotate",
         "/v1/users/{user_id}",

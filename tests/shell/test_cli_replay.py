@@ -33,6 +33,7 @@ from schemas.rfc3339 import parse_rfc3339
 from shell.processes import command
 from tests.consumers.helpers import open_channel, publish_batch, publish_single, wait_for
 from tests.factories import random_events, valid_event
+from tests.manifests import store_listed
 from tests.processes import ROOT, Component, free_port, start_encryptor
 from tests.transit import keyservice_keys
 
@@ -280,7 +281,7 @@ async def test_tampered_and_swapped_documents_are_reported_and_the_rest_written(
     )
     swap_a["ciphertext"], swap_b["ciphertext"] = swap_b["ciphertext"], swap_a["ciphertext"]
     swap_a["nonce"], swap_b["nonce"] = swap_b["nonce"], swap_a["nonce"]
-    await collection.insert_many(documents)
+    await store_listed(collection, documents)
 
     result = await replay_in_thread(pipeline_env, "--user-id", user, "--purpose", PURPOSE)
 
@@ -302,7 +303,7 @@ async def test_a_time_range_selects_since_inclusive_until_exclusive(
     events = events_of(user, 20)
     for n, event in enumerate(events):  # whole minutes, so the bounds fall exactly on events
         event["occurred_at"] = (BASE + timedelta(minutes=n)).isoformat()
-    await collection.insert_many(await seal_with_current_keys(ks_settings, events))
+    await store_listed(collection, await seal_with_current_keys(ks_settings, events))
     since = (BASE + timedelta(minutes=5)).astimezone(timezone(timedelta(hours=2))).isoformat()
     until = (BASE + timedelta(minutes=15)).isoformat().replace("+00:00", "Z")
 
@@ -321,12 +322,12 @@ async def test_a_shredded_users_records_are_unreadable_with_the_date(
 ) -> None:
     user = new_user()
     before = events_of(user, 12)
-    await collection.insert_many(await seal_with_current_keys(ks_settings, before))
+    await store_listed(collection, await seal_with_current_keys(ks_settings, before))
     async with KeyServiceClient.from_settings(ks_settings, "admin") as admin:
         receipt = await admin.shred(user)
         await admin.reinstate(user)
     after = events_of(user, 5, start=BASE + timedelta(days=1))
-    await collection.insert_many(await seal_with_current_keys(ks_settings, after))
+    await store_listed(collection, await seal_with_current_keys(ks_settings, after))
 
     result = await replay_in_thread(pipeline_env, "--user-id", user, "--purpose", PURPOSE)
 
@@ -352,7 +353,7 @@ async def test_out_writes_a_private_file(
 ) -> None:
     user = new_user()
     events = events_of(user, 15)
-    await collection.insert_many(await seal_with_current_keys(ks_settings, events))
+    await store_listed(collection, await seal_with_current_keys(ks_settings, events))
     target = tmp_path / "replay.ndjson"
 
     result = await replay_in_thread(
@@ -397,7 +398,7 @@ async def test_a_caller_without_decrypt_is_refused_in_one_line(
     pipeline_env: dict[str, str], ks_settings: Settings, collection: AsyncCollection[dict[str, Any]]
 ) -> None:
     user = new_user()
-    await collection.insert_many(await seal_with_current_keys(ks_settings, events_of(user, 3)))
+    await store_listed(collection, await seal_with_current_keys(ks_settings, events_of(user, 3)))
     env = {**pipeline_env, "PULSESEAL_CALLER_KEY_FILE": str(ks_settings.credentials_dir / "encryptor.pem")}
     result = await replay_in_thread(env, "--user-id", user, "--purpose", PURPOSE)
     assert result.returncode == 2
@@ -426,7 +427,7 @@ async def test_memory_stays_flat_over_twenty_thousand_records(
     user = new_user()
     events = events_of(user, 20_000)
     for at in range(0, len(events), 2000):
-        await collection.insert_many(await seal_with_current_keys(ks_settings, events[at : at + 2000]))
+        await store_listed(collection, await seal_with_current_keys(ks_settings, events[at : at + 2000]))
     until_1000 = parse_rfc3339(events[1000]["occurred_at"]).isoformat()
 
     small_rss, small_out = await asyncio.to_thread(

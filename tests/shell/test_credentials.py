@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
+from pulseseal.manifest import parse_public_keys
 from shell.credentials import (
     CALLER_SCOPES,
     CredentialsError,
@@ -29,6 +30,8 @@ ALL_FILES = {
     "keyservice.pem",
     "callers.json",
     "gateway-jwt.secret",
+    "encryptor-signing.pem",
+    "manifest-keys.json",
     "keystore-redis.password",
 }
 
@@ -150,6 +153,29 @@ def test_load_private_key_names_the_file_on_failure(tmp_path: Path) -> None:
         load_private_key(bad)
     with pytest.raises(CredentialsError, match=r"missing\.pem does not exist"):
         load_private_key(tmp_path / "missing.pem")
+
+
+def test_manifest_keys_hold_the_public_half_of_the_encryptor_signing_key(tmp_path: Path) -> None:
+    ensure_dev_credentials(tmp_path)
+
+    keys = parse_public_keys((tmp_path / "manifest-keys.json").read_text())
+    signing = load_private_key(tmp_path / "encryptor-signing.pem")
+    assert set(keys) == {"encryptor"}
+    keys["encryptor"].verify(signing.sign(b"manifest"), b"manifest")  # raises if they do not belong together
+    assert (tmp_path / "manifest-keys.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_kept_manifest_keys_file_that_does_not_match_the_signing_key_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    ensure_dev_credentials(tmp_path)
+    (tmp_path / "encryptor-signing.pem").unlink()
+
+    report = ensure_dev_credentials(tmp_path)
+
+    assert report.created == ["encryptor-signing.pem"]
+    [warning] = report.warnings
+    assert "manifest-keys.json does not hold the key of encryptor-signing.pem" in warning
 
 
 def test_a_kept_callers_file_without_a_newer_scope_is_reported_not_changed(tmp_path: Path) -> None:
