@@ -22,7 +22,7 @@ from tests.factories import valid_event
 
 pytestmark = pytest.mark.integration
 
-SECRET_NOTE = "aura-before-the-board-meeting-7f3a"
+SECRET_NOTE = "aura-before-the-board-meeting-7f3a"  # nosec B105  # a canary value the test hunts for, not a secret
 
 
 async def test_a_stored_manifest_holds_no_value_and_no_key(mongo_url: str, mongo_db: str) -> None:
