@@ -30,6 +30,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from consumers.store import InsertOutcome
+from pulseseal import mongo
 from pulseseal.envelope import to_millis
 from pulseseal.manifest import (
     GENESIS,
@@ -90,10 +91,14 @@ class ManifestWriter:
         Raises:
             PyMongoError: MongoDB is not answering (the encryptor retries start-up).
         """
-        await self._manifests.create_index([("users", ASCENDING)], name="users")
         await self._manifests.create_index(
             [("signer", ASCENDING), ("created_at", DESCENDING)], name="signer_created_at"
         )
+        # FerretDB on PostgreSQL indexes an array field as one B-tree entry of the whole array, which a
+        # batch of a few hundred users overflows (PostgreSQL's 2704-byte row limit): every manifest
+        # insert would then fail. There, replay finds a user's manifests without this index.
+        if await mongo.ferretdb_backend(self._manifests) != "postgresql":
+            await self._manifests.create_index([("users", ASCENDING)], name="users")
         newest = await self._manifests.find_one(
             {"signer": self.signer}, HEADER_FIELDS, sort=[("created_at", DESCENDING), ("_id", DESCENDING)]
         )
