@@ -62,7 +62,7 @@ def test_a_quick_run_measures_every_scenario_and_judges_every_target(
     tmp_path: Path, mongo_url: str, keystore_redis_url: str
 ) -> None:
     out = tmp_path / "bench.json"
-    result = pulseseal("bench", "--quick", "--json", str(out), timeout=300)
+    result = pulseseal("bench", "--quick", "--json", str(out), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     assert data["version"] == 1

@@ -172,7 +172,7 @@ def test_every_replica_refuses_a_shredded_user_after_one_of_them_restored_a_pre_
     own_env: dict[str, str], tmp_path: Path
 ) -> None:
     prefix = own_env["PULSESEAL_KEYSTORE_PREFIX"]
-    store = redis.Redis.from_url(Settings().keystore_redis_url)
+    store = redis.Redis.from_url(authenticated_url(Settings()))
     env_a, env_b = own_env, _replica(own_env, tmp_path, "b")
     replicas = [start("keyservice", ["keyservice"], env, tmp_path / "logs") for env in (env_a, env_b)]
     try:
@@ -213,7 +213,7 @@ def test_a_backup_whose_retention_ended_is_refused_with_one_line(
     own_env: dict[str, str], tmp_path: Path
 ) -> None:
     prefix = own_env["PULSESEAL_KEYSTORE_PREFIX"]
-    store = redis.Redis.from_url(Settings().keystore_redis_url)
+    store = redis.Redis.from_url(authenticated_url(Settings()))
     service = start("keyservice", ["keyservice"], own_env, tmp_path / "logs")
     try:
         wait_healthy(service, own_env["PULSESEAL_KEYSERVICE_URL"] + "/healthz")
