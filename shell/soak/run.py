@@ -214,11 +214,12 @@ async def _check(run: _Run, report: SoakReport, collection: AsyncCollection[dict
         documents, ledger, pipeline.keyservice_url, home, "soak: verify every seal"
     )
     report.opened, report.matched, report.failed_to_open = openings.opened, openings.matched, openings.failed
+    await _drill(run, report, documents)
+    # The rogue message goes in first, so that the dead letters read below include its own.
+    await _dead_letter_canary(run)
     dead = await verify.read_dead_letters(run.servers.amqp_url, ledger)
     report.dead_letters, report.dead_letters_accepted = dead.messages, dead.accepted_ids
-    await _drill(run, report, documents)
-    await _dead_letter_canary(run)
-    run.dead_bodies = (await verify.read_dead_letters(run.servers.amqp_url, ledger)).bodies
+    run.dead_bodies = dead.bodies
     run.metrics_text = await _scrape_metrics(run)
 
 
