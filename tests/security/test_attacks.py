@@ -433,7 +433,9 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def gateway(isolated_amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(
+    isolated_amqp_url: str, keyservice: KeyService, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("gateway")
     secret = tmp / "gateway-jwt.secret"
     write_private(secret, SECRET)
@@ -442,6 +444,8 @@ def gateway(isolated_amqp_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     env |= {
         "PULSESEAL_HOME": str(tmp / "home"),
         "PULSESEAL_AMQP_URL": isolated_amqp_url,
+        # Where the gateway gets the transport public key it seals every accepted batch to.
+        "PULSESEAL_KEYSERVICE_URL": keyservice.url,
         "PULSESEAL_GATEWAY_PORT": str(port),
         "PULSESEAL_GATEWAY_JWT_SECRET_FILE": str(secret),
         "PULSESEAL_GATEWAY_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
