@@ -14,7 +14,33 @@ Replies are arrays whose first element is a status, a bare number in Lua and a `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from keyservice.wire.errors import KeyServiceUnavailable
+
+
+async def run(script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """Run a registered script; what Redis says goes wrong becomes one `KeyServiceUnavailable`.
+
+    The scripts refuse with `PSRETIRED` while the store is re-wrapped or wrapped under another master key.
+
+    Raises:
+        KeyServiceUnavailable: Redis does not answer, or the script refused.
+    """
+    try:
+        return await script(keys=keys, args=args)
+    except ResponseError as exc:
+        if str(exc).startswith("PSRETIRED"):
+            raise KeyServiceUnavailable(
+                "the key store is being re-wrapped or uses another master key; restart with the current one"
+            ) from None
+        raise KeyServiceUnavailable("key store error") from None
+    except RedisError:
+        raise KeyServiceUnavailable("key store unavailable") from None
 
 
 class Reply(IntEnum):

@@ -115,16 +115,7 @@ class KeyStore:
         return f"{self.prefix}u:{user_id}"
 
     async def _run(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except ResponseError as exc:
-            if str(exc).startswith("PSRETIRED"):
-                raise KeyServiceUnavailable(
-                    "the key store is being re-wrapped or uses another master key; restart with the current one"
-                ) from None
-            raise KeyServiceUnavailable("key store error") from None
-        except RedisError:
-            raise KeyServiceUnavailable("key store unavailable") from None
+        return await scripts.run(script, keys, args)
 
     def _open(self, user_id: str, version: int, wrapped: bytes) -> PlainKey:
         if not self.master.owns(wrapped):

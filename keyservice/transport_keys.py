@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from keyservice import scripts
 from keyservice.wire.audit import AuditRecord, Outcome
@@ -65,8 +66,18 @@ redis.call('HSET', KEYS[2], 'cur', ARGV[3], 'k:' .. ARGV[3], ARGV[4])
 return {3, ARGV[3]}
 """
 
+
+class RetireReply(IntEnum):
+    """The status that starts `_RETIRE`'s reply."""
+
+    UNKNOWN = 0
+    RETIRED_BEFORE = 2
+    RETIRED = 3
+    CURRENT = 4
+
+
 # KEYS[1] transport hash; ARGV key id, time. {3, time} retired now | {2, time} retired before |
-# {4} current | {0} unknown.
+# {4} current | {0} unknown (RetireReply).
 _RETIRE = """
 local cur = redis.call('HGET', KEYS[1], 'cur')
 if cur == ARGV[1] then return {4} end
@@ -122,7 +133,7 @@ class TransportKeyStore:
             return self._open(key_id, wrapped), False
         fresh = TransportPrivateKey.generate(self._rng)
         reply = await self._script(self._add, "first", fresh)
-        if reply[0] == 1:
+        if reply[0] == scripts.Reply.FOUND:
             return self._open(reply[1].decode(), reply[2]), False
         return fresh, True
 
@@ -165,26 +176,17 @@ class TransportKeyStore:
             reply = await self._retire(keys=[self.hash_key], args=[key_id, when])
         except RedisError:
             raise KeyServiceUnavailable("key store unavailable") from None
-        if reply[0] == 4:
+        if reply[0] == RetireReply.CURRENT:
             raise TransportKeyCurrent("this is the current transport key: rotate first, then retire it")
-        if reply[0] == 0:
+        if reply[0] == RetireReply.UNKNOWN:
             raise TransportKeyUnknown("no transport key has this id")
         return Retired(key_id, reply[1].decode())
 
     async def _script(self, script: Any, mode: str, key: TransportPrivateKey) -> Any:
         wrapped = self.master.wrap_transport_key(key.key_id, b"".join(key.export_private_parts()))
-        try:
-            return await script(
-                keys=[self.meta_key, self.hash_key], args=[self.master.key_id_hex, mode, key.key_id, wrapped]
-            )
-        except ResponseError as exc:
-            if str(exc).startswith("PSRETIRED"):
-                raise KeyServiceUnavailable(
-                    "the key store is being re-wrapped or uses another master key; restart with the current one"
-                ) from None
-            raise KeyServiceUnavailable("key store error") from None
-        except RedisError:
-            raise KeyServiceUnavailable("key store unavailable") from None
+        return await scripts.run(
+            script, [self.meta_key, self.hash_key], [self.master.key_id_hex, mode, key.key_id, wrapped]
+        )
 
     async def _call(self, pending: Any) -> Any:
         try:

@@ -183,7 +183,7 @@ class Publisher:
             BrokerUnavailable: as for `publish`.
             PublishRefused: as for `publish`.
         """
-        message = aio_pika.Message(
+        message = aio_pika.Message(  # the body is transport-sealed: a SealedMessage (docs/contract.md §4)
             sealed.body,
             content_type=sealed.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

@@ -4,7 +4,8 @@ server does not answer: a missing server is a broken test setup, not a reason to
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from keyservice.bootstrap import authenticated_url
 from pulseseal.ferretdb_sql import PostgresTarget, postgres_target
 from pulseseal.settings import Settings, load_settings
 from tests.isolation import create_vhost, delete_vhost, session_tag, vhost_url
-from tests.processes import Component, free_port, start, wait_healthy
+from tests.processes import Component, free_port, start, start_encryptor, wait_healthy
 
 
 @pytest.fixture(scope="session")
@@ -138,4 +139,19 @@ def keyservice_process(
         wait_healthy(component, pipeline_env["PULSESEAL_KEYSERVICE_URL"] + "/healthz")
         yield component
     finally:
+        component.stop()
+
+
+@pytest.fixture
+def encryptors(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], Component]]:
+    """Start encryptor processes on demand; all are stopped at the end."""
+    started: list[Component] = []
+
+    def launch() -> Component:
+        component = start_encryptor(pipeline_env, tmp_path)
+        started.append(component)
+        return component
+
+    yield launch
+    for component in started:
         component.stop()

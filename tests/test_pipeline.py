@@ -12,7 +12,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from pulseseal.topology import SEAL_QUEUE
 from schemas import validate_event
 from tests.consumers.helpers import drain_dead_letters, open_channel, publish_batch, publish_single, wait_for
 from tests.factories import random_events, valid_event
-from tests.processes import Component, services, start, start_encryptor, wait_healthy
+from tests.processes import Component, services, start, wait_healthy
 from tests.transit import keyservice_keys
 
 pytestmark = pytest.mark.integration
@@ -60,21 +60,6 @@ async def stack(
             await _close(connection)
     finally:
         await client.close()
-
-
-@pytest.fixture
-def encryptors(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], Component]]:
-    """Start encryptor processes on demand; all are stopped at the end."""
-    started: list[Component] = []
-
-    def launch() -> Component:
-        component = start_encryptor(pipeline_env, tmp_path)
-        started.append(component)
-        return component
-
-    yield launch
-    for component in started:
-        component.stop()
 
 
 async def test_events_are_sealed_once_each_open_with_the_users_keys_and_leak_nothing(

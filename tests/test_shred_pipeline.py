@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from pulseseal.topology import SEAL_QUEUE
 from schemas.rfc3339 import parse_rfc3339
 from tests.consumers.helpers import drain_dead_letters, open_channel, publish_batch, wait_for
 from tests.factories import random_events
-from tests.processes import Component, start_encryptor, wait_logged
+from tests.processes import Component, wait_logged
 
 pytestmark = pytest.mark.integration
 
@@ -50,21 +49,6 @@ async def stack(
     finally:
         await connection.close()
         await client.close()
-
-
-@pytest.fixture
-def encryptors(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], Component]]:
-    """Start encryptor processes on demand; all are stopped at the end."""
-    started: list[Component] = []
-
-    def launch() -> Component:
-        component = start_encryptor(pipeline_env, tmp_path)
-        started.append(component)
-        return component
-
-    yield launch
-    for component in started:
-        component.stop()
 
 
 def _events(user: str, count: int, seed: int) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import random
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from shell.demo.traffic import read_secret, user_token
 from tests.consumers.helpers import drain_dead_letters, open_channel, publish_raw, wait_for
 from tests.factories import random_events, valid_event
 from tests.isolation import rabbitmqctl
-from tests.processes import Component, start, start_encryptor, wait_healthy
+from tests.processes import Component, start, wait_healthy
 from tests.transit import keyservice_keys, open_raw
 
 pytestmark = pytest.mark.integration
@@ -75,21 +75,6 @@ async def stack(
             await connection.close()
     finally:
         await client.close()
-
-
-@pytest.fixture
-def encryptors(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], Component]]:
-    """Start encryptor processes on demand; all are stopped at the end."""
-    started: list[Component] = []
-
-    def launch() -> Component:
-        component = start_encryptor(pipeline_env, tmp_path)
-        started.append(component)
-        return component
-
-    yield launch
-    for component in started:
-        component.stop()
 
 
 def _admin(url: str) -> KeyServiceClient:

@@ -29,8 +29,8 @@ from keyservice.service import KeyService
 from keyservice.wire.errors import KeyUnwrapError
 from keyservice.wrapping import MasterKey
 from shell.processes import free_port
+from tests.keyservice.app_calls import ENCRYPT, send
 from tests.keyservice.helpers import Credentials
-from tests.keyservice.test_app import ENCRYPT, send
 
 pytestmark = pytest.mark.integration
 

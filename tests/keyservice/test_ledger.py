@@ -19,8 +19,8 @@ from keyservice.bootstrap import ServiceOptions, open_service
 from keyservice.ledger import GENESIS, LedgerEntry, ShredLedger, UserFloor, digest_of, summarize
 from keyservice.legacyledger import import_legacy_file
 from keyservice.wire.errors import LedgerError, StartupRefused
+from tests.keyservice.app_calls import DECRYPT, ENCRYPT, send
 from tests.keyservice.helpers import Credentials
-from tests.keyservice.test_app import DECRYPT, ENCRYPT, send
 
 KEY = Ed25519PrivateKey.generate()
 

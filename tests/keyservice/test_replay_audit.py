@@ -14,8 +14,8 @@ from keyservice.client import KeyServiceClient
 from keyservice.client.tokens import mint_token
 from keyservice.service import KeyService
 from keyservice.wire.errors import CallerNotAllowed, RequestInvalid
+from tests.keyservice.app_calls import DECRYPT, ENCRYPT, assert_refused, audit_of, send
 from tests.keyservice.helpers import Credentials
-from tests.keyservice.test_app import DECRYPT, ENCRYPT, assert_refused, audit_of, send
 
 pytestmark = pytest.mark.integration
 REPLAYS = "/v1/audit/replays"

@@ -25,8 +25,8 @@ from keyservice.wire.transport import TransportKeyCurrent, TransportKeyUnknown
 from keyservice.wrapping import MasterKey
 from pulseseal.topology import JSON, NDJSON
 from pulseseal.transit import SUITE_NAME, SealedMessage, TransportUnopenable
+from tests.keyservice.app_calls import assert_refused, audit_of, send
 from tests.keyservice.helpers import Credentials
-from tests.keyservice.test_app import assert_refused, audit_of, send
 
 pytestmark = pytest.mark.integration
 KEY = "/v1/transport/key"

@@ -1,4 +1,5 @@
-"""Playing the attacker against the running key service and gateway (real processes, real servers).
+"""Playing the attacker against the running key service (real processes, real servers; the gateway's
+attacks are in test_gateway_attacks.py).
 
 Each attack must be refused, must be in the audit log (one record per refusal, or counted into one record
 with `counts.refused` when it repeats), and must leave the service answering a legitimate caller. The
@@ -33,10 +34,8 @@ from tests.keyservice.helpers import (
     server_env,
     start_keyservice,
     stop,
-    write_private,
 )
 from tests.processes import ROOT, free_port
-from tests.producers.helpers import SECRET, token
 
 pytestmark = pytest.mark.integration
 ENCRYPT = "/v1/keys/encrypt"
@@ -424,91 +423,3 @@ def test_a_20000_request_flood_leaves_the_key_store_bounded_and_keys_still_flow(
 
 
 # --- the gateway -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Gateway:
-    url: str
-    process: subprocess.Popen[bytes]
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    isolated_amqp_url: str, keyservice: KeyService, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("gateway")
-    secret = tmp / "gateway-jwt.secret"
-    write_private(secret, SECRET)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSESEAL_")}
-    env |= {
-        "PULSESEAL_HOME": str(tmp / "home"),
-        "PULSESEAL_AMQP_URL": isolated_amqp_url,
-        # Where the gateway gets the transport public key it seals every accepted batch to.
-        "PULSESEAL_KEYSERVICE_URL": keyservice.url,
-        "PULSESEAL_GATEWAY_PORT": str(port),
-        "PULSESEAL_GATEWAY_JWT_SECRET_FILE": str(secret),
-        "PULSESEAL_GATEWAY_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
-    }
-    log = tmp / "gateway.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shell", "gateway"], env=env, stdout=sink, stderr=sink, cwd=ROOT
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1, trust_env=False).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            pytest.fail(f"the gateway did not start: {log.read_text()[-500:]}")
-        time.sleep(0.1)
-    yield Gateway(url, process)
-    process.terminate()
-    process.wait(timeout=30)
-
-
-def _event() -> dict[str, Any]:
-    from tests.factories import valid_event
-
-    return valid_event(event_id=str(__import__("uuid").uuid4()))
-
-
-def _send(gw: Gateway, bearer_token: str, body: bytes | None = None) -> httpx.Response:
-    payload = body if body is not None else json.dumps(_event()).encode()
-    headers = {"Authorization": f"Bearer {bearer_token}", "Content-Type": "application/json"}
-    return httpx.post(gw.url + "/v1/events", content=payload, headers=headers, timeout=10, trust_env=False)
-
-
-def test_the_gateway_refuses_forged_and_non_finite_user_tokens(gateway: Gateway) -> None:
-    assert _send(gateway, token(secret=b"another-secret-that-is-long-enough-0123")).status_code == 401
-    header = {"alg": "none", "typ": "JWT"}
-    unsigned = (
-        ".".join(
-            __import__("base64").urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
-            for part in (header, {"sub": "user-0001", "aud": "authenticated", "exp": time.time() + 600})
-        )
-        + "."
-    )
-    assert _send(gateway, unsigned).status_code == 401
-    for exp in (float("nan"), float("inf"), 10**400):
-        never_expires = jwt.encode(
-            {"sub": "user-0001", "aud": "authenticated", "exp": exp}, SECRET, algorithm="HS256"
-        )
-        answer = _send(gateway, never_expires)
-        assert answer.status_code == 401, (exp, answer.text)
-    assert _send(gateway, token()).status_code == 202  # a legitimate user still gets in
-
-
-def test_the_gateway_cuts_off_slow_and_oversized_requests(gateway: Gateway) -> None:
-    port = int(gateway.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow_head:
-        slow_head.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
-        time.sleep(BODY_TIMEOUT_S + 0.5)
-        assert slow_head.recv(4096) == b""
-    huge = b"[" + b",".join(json.dumps(_event()).encode() for _ in range(1001)) + b"]"
-    assert _send(gateway, token(), huge).status_code == 413
-    assert _send(gateway, token()).status_code == 202
