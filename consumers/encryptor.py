@@ -101,6 +101,7 @@ class Delivered:
 
     body: bytes
     content_type: str | None
+    redelivered: bool = False
 
 
 class Encryptor:
@@ -230,7 +231,8 @@ class Encryptor:
                 return
             body = opened.body
             result = await self.batcher.submit(
-                Delivered(body, message.content_type), estimated_events(body, message.content_type)
+                Delivered(body, message.content_type, _redelivered(message)),
+                estimated_events(body, message.content_type),
             )
             if result.failure is not None:
                 log.error("message failed: %s", result.failure, extra=self._ids(message))
@@ -256,7 +258,10 @@ class Encryptor:
         of shredded users.
         """
         now = self._clock()
-        return await self.sealer.flush([decode_or_fail(d.body, d.content_type, now=now) for d in batch])
+        decoded = [decode_or_fail(d.body, d.content_type, now=now) for d in batch]
+        for message, delivered in zip(decoded, batch, strict=True):
+            message.redelivered = delivered.redelivered
+        return await self.sealer.flush(decoded)
 
     async def _consuming(self) -> bool:
         return bool(self.subscriber.running)
@@ -297,3 +302,8 @@ class Encryptor:
     @staticmethod
     def _ids(message: RabbitMessage) -> dict[str, Any]:
         return {"message_id": message.message_id}
+
+
+def _redelivered(message: RabbitMessage) -> bool:
+    # RabbitMQ's own flag; a message is redelivered after a broker restart, a lost channel or a requeue.
+    return bool(message.raw_message.redelivered)

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -123,8 +123,9 @@ class ManifestWriter:
             and doc["_id"] not in outcome.duplicate_ids
             and doc["_id"] not in outcome.conflicts  # stored for another user: not ours to list
         ]
-        if outcome.duplicate_ids:
-            listed += await self._retry(lambda: self._stored(outcome.duplicate_ids))
+        # Duplicates are listed as the store holds them (the insert looked them up; no `$in` here: FerretDB
+        # answers that with a scan of the whole collection).
+        listed += [(doc, document_hash(doc)) for doc in outcome.found]
         if not listed:
             return
         users: dict[str, list[Listing]] = {}
@@ -171,10 +172,6 @@ class ManifestWriter:
         # chain id is this process's alone.
         with contextlib.suppress(DuplicateKeyError):
             await self._manifests.insert_one(document)
-
-    async def _stored(self, ids: Iterable[str]) -> list[tuple[Mapping[str, Any], bytes]]:
-        found = self._sealed.find({"_id": {"$in": sorted(ids)}})
-        return [(doc, document_hash(doc)) async for doc in found]
 
     async def _retry(self, operation: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1

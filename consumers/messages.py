@@ -47,6 +47,8 @@ class Decoded:
     rejected: list[Rejected] = field(default_factory=list)
     failure: str | None = None
     """Decoding itself broke (the error's type name): the message is handed back, nothing of it sealed."""
+    redelivered: bool = False
+    """RabbitMQ delivered the message before (a restart, a crash): its events may be stored already."""
 
 
 def readable_event_id(raw: bytes) -> str | None:

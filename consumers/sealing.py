@@ -101,11 +101,11 @@ class Sealer:
             sealable, owner = _set_aside_keyless(batches, granted, results)
             counts = _count_by_owner(owner, len(batches))
         docs = seal_many(sealable, keys, now=now)
-        outcome = await self._retry("MongoDB", lambda: insert_sealed(self._collection, docs))
+        owners = owner if owner is not None else [i for i, n in enumerate(counts) for _ in range(n)]
+        outcome = await self._store(docs, _ids_of_redelivered(docs, owners, messages))
         if self._after_store is not None:
             await self._after_store(docs, outcome)
         if outcome.failed or outcome.conflicts:
-            owners = owner if owner is not None else [i for i, n in enumerate(counts) for _ in range(n)]
             for doc, event, index in zip(docs, sealable, owners, strict=True):
                 if doc["_id"] in outcome.failed:
                     results[index].retry = True
@@ -138,6 +138,19 @@ class Sealer:
         metrics.BATCH_SIZE.observe(len(docs))
         metrics.FLUSH_SECONDS.observe(elapsed)
         return results
+
+    async def _store(self, docs: list[dict[str, Any]], redelivered: set[str]) -> InsertOutcome:
+        """Insert `docs`, looking up first those of redelivered messages — and all of them on a retry,
+        since the failed attempt may have been written without its answer arriving (consumers/store.py)."""
+        attempts = 0
+
+        async def attempt() -> InsertOutcome:
+            nonlocal attempts
+            attempts += 1
+            look_up = redelivered if attempts == 1 else {str(doc["_id"]) for doc in docs}
+            return await insert_sealed(self._collection, docs, look_up=look_up)
+
+        return await self._retry("MongoDB", attempt)
 
     async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         def note(exc: BaseException, delay: float) -> None:
@@ -174,6 +187,14 @@ def _set_aside_keyless(
                 Rejected(canonical_json(event), USER_SHREDDED, reason, event_id=event.event_id)
             )
     return sealable, owner
+
+
+def _ids_of_redelivered(
+    docs: Sequence[dict[str, Any]], owners: Sequence[int], messages: Sequence[Decoded]
+) -> set[str]:
+    if not any(message.redelivered for message in messages):
+        return set()
+    return {str(doc["_id"]) for doc, index in zip(docs, owners, strict=True) if messages[index].redelivered}
 
 
 def _count_by_owner(owner: list[int], messages: int) -> list[int]:

@@ -199,11 +199,6 @@ async def test_key_service_down_for_ten_seconds_delays_but_loses_nothing(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="known bug since the merges of this session: after a RabbitMQ restart the encryptor reconnects "
-    "but consumes nothing more (logged in CHANGELOG and the closing note; to fix first next session)",
-    strict=False,
-)
 async def test_rabbitmq_restart_under_a_running_encryptor_is_survived(
     stack: Stack, encryptors: Callable[[], Component], pipeline_env: dict[str, str]
 ) -> None:

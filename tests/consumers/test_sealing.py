@@ -8,7 +8,6 @@ which message each event, dead letter and refusal belongs to — and the retries
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -16,7 +15,7 @@ import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import AutoReconnect, BulkWriteError
 
-from consumers.messages import INVALID_EVENT, USER_SHREDDED, Decoded, Rejected
+from consumers.messages import ID_CONFLICT, INVALID_EVENT, USER_SHREDDED, Decoded, Rejected
 from consumers.sealing import Sealer
 from pulseseal.envelope import DataKey, open_sealed
 from schemas import HealthEvent, validate_event
@@ -35,10 +34,14 @@ class FakeCollection:
         self.connection_losses = 0
         self.refuse: set[str] = set()
         self.calls = 0
+        self.sent: list[list[str]] = []
+        """The `_id`s of each `insert_many`, in call order."""
+        self.looked_up: list[str] = []
 
     async def insert_many(self, docs: list[dict[str, Any]], *, ordered: bool) -> Any:
         assert ordered is False
         self.calls += 1
+        self.sent.append([doc["_id"] for doc in docs])
         if self.connection_losses:
             self.connection_losses -= 1
             raise AutoReconnect("connection lost")
@@ -55,16 +58,11 @@ class FakeCollection:
             raise BulkWriteError({"writeErrors": errors, "nInserted": inserted, "writeConcernErrors": []})
         return type("Result", (), {"inserted_ids": [d["_id"] for d in docs]})()
 
-    def find(self, query: dict[str, Any], projection: dict[str, int]) -> AsyncIterator[dict[str, Any]]:
-        """`{"_id": {"$in": ids}}`, as the store asks who owns the ids it was refused as duplicates."""
-        wanted = query["_id"]["$in"]
-
-        async def found() -> AsyncIterator[dict[str, Any]]:
-            for doc_id in wanted:
-                if doc_id in self.documents:
-                    yield {"_id": doc_id, "user_id": self.documents[doc_id]["user_id"]}
-
-        return found()
+    async def find_one(self, query: dict[str, Any]) -> dict[str, Any] | None:
+        """`{"_id": id}`, as the store looks up ids that are probably stored already."""
+        (doc_id,) = query.values()
+        self.looked_up.append(doc_id)
+        return self.documents.get(doc_id)
 
 
 class Sleeps:
@@ -167,6 +165,32 @@ async def test_a_lost_connection_is_retried_and_duplicates_count_as_stored() -> 
     assert not result.retry
     assert len(sleeps.seconds) == 1
     assert len(collection.documents) == 6
+    # The retry looked every id up first and sent only the four that were not stored.
+    assert sorted(collection.looked_up) == sorted(e.event_id for e in batch)
+    assert sorted(collection.sent[-1]) == sorted(e.event_id for e in batch[2:])
+
+
+async def test_the_stored_events_of_a_redelivered_message_are_not_sent_again() -> None:
+    sealer, _, collection, _ = make()
+    batch, fresh = events(6, 10), events(3, 11)
+    await sealer.flush([Decoded(batch[:4])])
+    results = await sealer.flush([Decoded(batch, redelivered=True), Decoded(fresh)])
+    assert [r.stored for r in results] == [6, 3]
+    assert sorted(collection.looked_up) == sorted(e.event_id for e in batch)  # the fresh message's: never
+    assert sorted(collection.sent[-1]) == sorted(e.event_id for e in batch[4:] + fresh)
+    assert len(collection.documents) == 9
+
+
+async def test_a_redelivered_event_stored_for_another_user_is_a_conflict() -> None:
+    sealer, _, collection, _ = make()
+    (event,) = events(1, 12)
+    await sealer.flush([Decoded([event])])
+    squatted = event.model_copy(update={"user_id": "victim"})
+    (result,) = await sealer.flush([Decoded([squatted], redelivered=True)])
+    assert result.stored == 0
+    assert [d.code for d in result.dead] == [ID_CONFLICT]
+    assert collection.documents[event.event_id]["user_id"] == event.user_id
+    assert len(collection.sent) == 1  # nothing sent again: the lookup found it
 
 
 async def test_a_refused_document_sends_only_its_message_back() -> None:
