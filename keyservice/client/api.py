@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from keyservice.client.cache import KeyCache, Outcome, SingleFlight
-from keyservice.client.replicas import Replicas, Transports, attempts_for
+from keyservice.client.replicas import Replicas, Transports, attempts_for, split_list
 from keyservice.client.tokens import load_private_key, mint_token
 from keyservice.wire.audit import AuditAnswer, AuditRecord
 from keyservice.wire.errors import (
@@ -94,9 +94,9 @@ class KeyServiceClient:
     """A caller of the key service.
 
     Args:
-        base_url: The key service URL, or the URLs of its replicas (keyservice/client/replicas.py: each
-            request starts at the next replica in turn and fails over to the next); `http://` only to
-            loopback.
+        base_url: The key service URL, or its replicas' URLs (a list, or one comma-separated string):
+            each request starts at the next replica in turn and fails over to the next
+            (keyservice/client/replicas.py); `http://` only to loopback.
         caller_id: This caller's id (`iss`), as in the callers file.
         private_key: This caller's Ed25519 key.
         ca_file: CA bundle to verify an `https://` key service with (default: the system's).
@@ -128,7 +128,7 @@ class KeyServiceClient:
         transport: Transports = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        urls = split_list(base_url) if isinstance(base_url, str) else list(base_url)
         self._replicas = Replicas.open(urls, ca_file=ca_file, timeout_s=timeout_s, transport=transport)
         self.caller_id = caller_id
         self._key = private_key

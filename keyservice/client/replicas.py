@@ -147,6 +147,12 @@ class Replicas:
             await replica.http.aclose()
 
 
+def split_list(urls: str) -> list[str]:
+    """The URLs of a comma-separated list (as `PULSESEAL_KEYSERVICE_URL` gives them; the settings have
+    checked each entry, and `Replicas.open` checks each for plain HTTP off loopback)."""
+    return [url.strip() for url in urls.split(",")]
+
+
 def attempts_for(retries: int, replicas: int) -> int:
     """Attempts one request makes: `retries` more after the first, and at least one per replica (a
     client with a retry budget smaller than its replica count still tries every replica once)."""

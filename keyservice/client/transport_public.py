@@ -26,7 +26,7 @@ from typing import Any, Self
 import httpx
 from pydantic import ValidationError
 
-from keyservice.client.replicas import Replicas, Transports, attempts_for
+from keyservice.client.replicas import Replicas, Transports, attempts_for, split_list
 from keyservice.wire.errors import KeyServiceUnavailable
 from keyservice.wire.transport import TransportPublicKeyAnswer
 from pulseseal.retry import Backoff, Sleep, retry, retry_after_s
@@ -62,8 +62,9 @@ class TransportSealer:
     """Seals message bodies under the current transport public key (producers hold only this).
 
     Args:
-        base_url: The key service URL, or its replicas' (a fetch fails over from one to the next, as the
-            key-service client does: keyservice/client/replicas.py); `http://` only to loopback.
+        base_url: The key service URL, or its replicas' URLs (a list, or one comma-separated string): a
+            fetch fails over from one to the next, as the key-service client does
+            (keyservice/client/replicas.py); `http://` only to loopback.
         ca_file: CA bundle for an `https://` key service (default: the system's).
         refresh_s: How long a fetched public key is used before asking again.
         max_stale_s: How long a cached key is still used while refreshing fails.
@@ -91,7 +92,7 @@ class TransportSealer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        urls = split_list(base_url) if isinstance(base_url, str) else list(base_url)
         self._replicas = Replicas.open(urls, ca_file=ca_file, timeout_s=timeout_s, transport=transport)
         self._sleep = sleep
         self._refresh_s = refresh_s
