@@ -8,6 +8,7 @@ refused); one that answers 503 is a small app that does nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -25,6 +27,7 @@ from keyservice.app import create_app
 from keyservice.bootstrap import ServiceOptions, open_service
 from keyservice.client import KeyServiceClient
 from keyservice.client.replicas import Replica, Replicas, attempts_for
+from keyservice.client.shreds import ShredFollower
 from keyservice.client.tokens import mint_token
 from keyservice.client.transport_public import TransportKeyUnavailable, TransportSealer
 from keyservice.service import KeyService
@@ -83,6 +86,13 @@ async def clients(
     yield build
     for client in made:
         await client.aclose()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"not {what} within {timeout_s} s"
+        await asyncio.sleep(0.005)
 
 
 def _dead_url() -> str:
@@ -267,3 +277,36 @@ async def test_turn_order_starts_at_a_random_place_then_rotates_and_a_failed_rep
 
 def test_every_replica_gets_an_attempt_whatever_the_retry_budget() -> None:
     assert [attempts_for(r, n) for r, n in [(3, 1), (0, 1), (0, 3), (1, 2), (3, 2)]] == [4, 1, 3, 2, 4]
+
+
+@pytest.fixture
+async def b_on_a_socket(replica_b: KeyService) -> AsyncIterator[str]:
+    """Replica B on a real socket (a stream needs one: the ASGI test transport buffers whole answers)."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(replica_b), host="127.0.0.1", port=port, log_config=None, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    await _until(lambda: server.started, 10.0, "uvicorn started")
+    yield f"http://127.0.0.1:{port}"
+    replica_b.erasure.notices.closing = True  # what `pulseseal keyservice` does on SIGTERM
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)
+
+
+async def test_the_shred_stream_fails_over_and_hears_the_shreds_of_every_replica(
+    clients: Callable[..., KeyServiceClient], b_on_a_socket: str
+) -> None:
+    encryptor = clients("encryptor", [_dead_url(), b_on_a_socket])
+    follower = ShredFollower(encryptor)
+    follower.start()
+    try:
+        # The first attempt meets the dead replica, the next one B.
+        await _until(lambda: follower.connected, 5.0, "connected to the live replica")
+        await encryptor.current_key("streamed-user")
+        await clients("admin", [A]).shred("streamed-user")
+        await _until(lambda: follower.notices >= 1, 1.0, "the shred on A heard through B")
+        assert encryptor.current_key_cache.get("streamed-user") is None
+    finally:
+        await follower.aclose()
