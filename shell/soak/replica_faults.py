@@ -13,8 +13,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # faults.py imports this module; these are for annotations only
-    from shell.soak.faults import FaultResult
+if TYPE_CHECKING:
     from shell.soak.pipeline import Pipeline
 
 KIND = "keyservice_replica_kill"
@@ -42,11 +41,12 @@ async def inject(pipeline: Pipeline, occurrence: int) -> None:
     await pipeline.start_keyservice_replica(replica)
 
 
-def problems(results: Iterable[FaultResult]) -> list[str]:
-    """A replica kill whose recovery took longer than `RECOVERY_LIMIT_S` (the disruption, from the kill
-    until the pipeline caught up, counting the time the replica was down)."""
+def problems(results: Iterable[tuple[str, float, float | None]]) -> list[str]:
+    """Each replica kill, of the faults' `(kind, started_s, disruption_s)`, whose recovery took longer
+    than `RECOVERY_LIMIT_S` (the disruption: from the kill until the pipeline caught up, the time the
+    replica was down included). (Plain tuples: faults.py imports this module, so it cannot import theirs.)"""
     return [
-        f"fault {KIND} at +{r.started_s:.0f} s: caught up after {r.disruption_s:.1f} s, over {RECOVERY_LIMIT_S:.0f} s"
-        for r in results
-        if r.fault.kind == KIND and r.disruption_s is not None and r.disruption_s > RECOVERY_LIMIT_S
+        f"fault {KIND} at +{started:.0f} s: caught up after {disruption:.1f} s, over {RECOVERY_LIMIT_S:.0f} s"
+        for kind, started, disruption in results
+        if kind == KIND and disruption is not None and disruption > RECOVERY_LIMIT_S
     ]
