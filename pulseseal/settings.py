@@ -11,8 +11,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyUrl, Field, SecretStr
+from pydantic import AnyUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pulseseal.urllists import redact_url as redact_one
+from pulseseal.urllists import split_urls
+
+KEYSERVICE_SCHEMES = frozenset({"http", "https"})
 
 
 class Settings(BaseSettings):
@@ -44,7 +49,11 @@ class Settings(BaseSettings):
         description="Password of the key-store Redis's `default` user, unless the URL carries one "
         "(default `HOME/credentials/keystore-redis.password`). Key service only.",
     )
-    keyservice_url: str = Field("http://127.0.0.1:8700", description="Where callers reach the key service.")
+    keyservice_url: str = Field(
+        "http://127.0.0.1:8700",
+        description="Where callers reach the key service: one URL, or a comma-separated list of replicas "
+        "(requests are spread over them and fail over to the next).",
+    )
     gateway_url: str = Field("http://127.0.0.1:8080", description="Where clients reach the gateway.")
     home: Path = Field(Path(".pulseseal"), description="Dev credentials and local service data.")
 
@@ -172,6 +181,17 @@ class Settings(BaseSettings):
         60.0, ge=0, description="How long the importer retries a lost broker before stopping (resumable)."
     )
 
+    @field_validator("keyservice_url")
+    @classmethod
+    def _keyservice_urls_valid(cls, value: str) -> str:
+        split_urls(value, setting="PULSESEAL_KEYSERVICE_URL", schemes=KEYSERVICE_SCHEMES)
+        return value
+
+    @property
+    def keyservice_urls(self) -> tuple[str, ...]:
+        """The key-service replicas of `keyservice_url`, in the order given (validated at load)."""
+        return split_urls(self.keyservice_url, setting="PULSESEAL_KEYSERVICE_URL", schemes=KEYSERVICE_SCHEMES)
+
     @cached_property
     def home_dir(self) -> Path:
         """`PULSESEAL_HOME` as an absolute path."""
@@ -199,12 +219,4 @@ def load_settings() -> Settings:
 
 def redact_url(url: str | AnyUrl) -> str:
     """A URL with any password replaced, safe to log or print."""
-    text = str(url)
-    scheme, sep, rest = text.partition("://")
-    authority, slash, path = rest.partition("/")
-    if not sep or "@" not in authority:
-        return text
-    # The LAST @ ends the userinfo: a password may itself contain '@' (the first would leak its tail).
-    userinfo, _, host = authority.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}{slash}{path}"
+    return redact_one(str(url))

@@ -151,7 +151,7 @@ def gateway_openapi() -> dict[str, Any]:
         TokenVerifier(secret=bytes(32), jwks=None, audience=settings.gateway_jwt_audience),
         Publisher(
             settings.amqp_url,
-            sealer=TransportSealer(settings.keyservice_url),  # never asked: nothing is published
+            sealer=TransportSealer(settings.keyservice_urls),  # never asked: nothing is published
             delivery_limit=settings.delivery_limit,
         ),
         body_timeout_s=settings.gateway_body_timeout_s,

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from keyservice.client.cache import KeyCache, Outcome, SingleFlight
+from keyservice.client.replicas import Replicas, Transports, attempts_for, split_list
 from keyservice.client.tokens import load_private_key, mint_token
-from keyservice.client.transport import check_client_url
 from keyservice.wire.audit import AuditAnswer, AuditRecord
 from keyservice.wire.errors import (
     CallerNotAllowed,
@@ -95,25 +94,29 @@ class KeyServiceClient:
     """A caller of the key service.
 
     Args:
-        base_url: The key service URL; `http://` only to loopback.
+        base_url: The key service URL, or its replicas' URLs (a list, or one comma-separated string):
+            each request starts at the next replica in turn and fails over to the next
+            (keyservice/client/replicas.py); `http://` only to loopback.
         caller_id: This caller's id (`iss`), as in the callers file.
         private_key: This caller's Ed25519 key.
         ca_file: CA bundle to verify an `https://` key service with (default: the system's).
         cache_size: Keys cached at most (LRU), per kind (current keys; keys by version).
         timeout_s: Timeout of one HTTP attempt.
-        retries: Further attempts after a transient failure (connection error, timeout, 429/502/503/504).
+        retries: Further attempts after a transient failure (connection error, timeout, 429/502/503/504),
+            each to the next replica; every replica is tried at least once.
         backoff_s: First backoff; doubles each retry, with full jitter, capped at 2 s. A 429 or 503 with
-            `Retry-After` waits what the service asked instead (at most 30 s; `pulseseal.retry`).
-        transport: httpx transport (tests pass an ASGI transport).
+            `Retry-After` waits what the service asked instead (at most 30 s; `pulseseal.retry`). The
+            move to a replica this request has not tried yet does not wait.
+        transport: httpx transport, or one per URL (tests pass ASGI transports).
         sleep: Injectable for tests.
 
     Raises:
-        InsecureTransport: `base_url` is `http://` to a non-loopback host.
+        InsecureTransport: a URL is `http://` to a non-loopback host.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         caller_id: str,
         private_key: Ed25519PrivateKey,
         *,
@@ -122,25 +125,16 @@ class KeyServiceClient:
         timeout_s: float = 5.0,
         retries: int = 3,
         backoff_s: float = 0.05,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transports = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        check_client_url(base_url)
+        urls = split_list(base_url) if isinstance(base_url, str) else list(base_url)
+        self._replicas = Replicas.open(urls, ca_file=ca_file, timeout_s=timeout_s, transport=transport)
         self.caller_id = caller_id
         self._key = private_key
         self._retries = retries
         self._backoff_s = backoff_s
         self._sleep = sleep
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
-        # trust_env=False: HTTP(S)_PROXY must never route tokens and data keys through a proxy (in
-        # cleartext on plain HTTP); the key service is reached directly or not at all.
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            verify=verify,
-            timeout=timeout_s,
-            transport=transport,
-            trust_env=False,
-        )
         self._current = SingleFlight[str](KeyCache(cache_size))
         self._versions = SingleFlight[tuple[str, int]](KeyCache(cache_size))
         self.requests_sent = 0
@@ -158,7 +152,7 @@ class KeyServiceClient:
         """
         key_file = settings.credential(settings.caller_key_file, f"{role}.pem")
         return cls(
-            settings.keyservice_url,
+            settings.keyservice_urls,
             key_file.stem,
             load_private_key(key_file),
             ca_file=settings.keyservice_ca,
@@ -184,24 +178,42 @@ class KeyServiceClient:
         """Both key caches (current keys; keys by version), for the shred follower (client/shreds.py)."""
         return self._current.cache, self._versions.cache
 
+    @property
+    def replica_urls(self) -> tuple[str, ...]:
+        """The key-service URLs this client spreads its requests over."""
+        return self._replicas.urls
+
     def stream(
         self, path: str, scope: str, headers: Mapping[str, str]
     ) -> AbstractAsyncContextManager[httpx.Response]:
-        """An open `GET` of a streaming endpoint (the shred stream), with a fresh token; no retries, and no
-        read timeout (the stream is held open; its reader watches for silence itself)."""
+        """An open `GET` of a streaming endpoint (the shred stream) on the next replica in turn, with a
+        fresh token; no retries (its reader reconnects, and so reaches the next replica), and no read
+        timeout (the stream is held open; its reader watches for silence itself)."""
+        return self._stream(path, scope, headers)
+
+    @asynccontextmanager
+    async def _stream(
+        self, path: str, scope: str, headers: Mapping[str, str]
+    ) -> AsyncIterator[httpx.Response]:
+        replica = self._replicas.order()[0]
         token = mint_token(self._key, self.caller_id, method="GET", path=path, body=b"", scope=scope)
-        return self._http.stream(
-            "GET",
-            path,
-            headers={**headers, "Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(self._http.timeout.connect, read=None),
-        )
+        try:
+            async with replica.http.stream(
+                "GET",
+                path,
+                headers={**headers, "Authorization": f"Bearer {token}"},
+                timeout=httpx.Timeout(replica.http.timeout.connect, read=None),
+            ) as response:
+                yield response
+        except httpx.TransportError:
+            self._replicas.failed(replica)
+            raise
 
     async def aclose(self) -> None:
         """Close connections and forget every cached key."""
         self._current.cache.clear()
         self._versions.cache.clear()
-        await self._http.aclose()
+        await self._replicas.aclose()
 
     # --- keys ---
 
@@ -383,11 +395,15 @@ class KeyServiceClient:
         return parse_answer(AuditAnswer, answer).records
 
     async def healthy(self) -> bool:
-        """Whether the key service answers `GET /healthz` with 200 (its store reachable and durable)."""
-        try:
-            return (await self._http.get("/healthz")).status_code == 200
-        except httpx.HTTPError:
-            return False
+        """Whether a replica of the key service answers `GET /healthz` with 200 (its store reachable and
+        durable): one is enough, requests fail over to it."""
+        for replica in self._replicas.order():
+            try:
+                if (await replica.http.get("/healthz")).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+        return False
 
     async def call(
         self,
@@ -421,13 +437,21 @@ class KeyServiceClient:
     ) -> bytes:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if body else {}
+        order = self._replicas.order()
+        tried = 0
 
         async def attempt() -> bytes:
-            # A fresh token each attempt: a token is single-use and bound to this request.
+            nonlocal tried
+            replica = order[tried % len(order)]
+            tried += 1
+            # The next attempt goes to a replica this request has not tried yet: no reason to wait.
+            fresh_next = 0.0 if tried < len(order) else None
+            # A fresh token each attempt: a token is single-use (across replicas: they share the used ids)
+            # and bound to this request.
             token = mint_token(self._key, self.caller_id, method=method, path=path, body=body, scope=scope)
             self.requests_sent += 1
             try:
-                response = await self._http.request(
+                response = await replica.http.request(
                     method,
                     path,
                     content=body,
@@ -436,15 +460,19 @@ class KeyServiceClient:
                     headers={**headers, "Authorization": f"Bearer {token}"},
                 )
             except httpx.TransportError as exc:
+                self._replicas.failed(replica)
                 away = KeyServiceUnavailable(f"key service not reachable: {type(exc).__name__}")
                 # A request that may have been sent is retried only when repeating it is harmless.
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                raise (_Transient(away, None) if idempotent or not sent else away) from None
+                raise (_Transient(away, fresh_next) if idempotent or not sent else away) from None
             if response.status_code == 200:
+                self._replicas.answered(replica)
                 return response.content
             error = _error_from(response)
             if response.status_code in _TRANSIENT_STATUS and idempotent:
-                raise _Transient(error, retry_after_s(response.headers.get("Retry-After")))
+                self._replicas.failed(replica)
+                asked = retry_after_s(response.headers.get("Retry-After"))
+                raise _Transient(error, fresh_next if fresh_next is not None else asked)
             raise error
 
         try:
@@ -452,7 +480,7 @@ class KeyServiceClient:
                 attempt,
                 on=lambda exc: isinstance(exc, _Transient),
                 backoff=Backoff(initial_s=self._backoff_s, cap_s=2.0, jitter=1.0),
-                attempts=self._retries + 1,
+                attempts=attempts_for(self._retries, len(order)),
                 sleep=self._sleep,
             )
         except _Transient as last:

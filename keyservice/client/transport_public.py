@@ -17,10 +17,8 @@ import asyncio
 import base64
 import binascii
 import logging
-import random
-import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -28,9 +26,10 @@ from typing import Any, Self
 import httpx
 from pydantic import ValidationError
 
-from keyservice.client.transport import check_client_url
+from keyservice.client.replicas import Replicas, Transports, attempts_for, split_list
 from keyservice.wire.errors import KeyServiceUnavailable
 from keyservice.wire.transport import TransportPublicKeyAnswer
+from pulseseal.retry import Backoff, Sleep, retry, retry_after_s
 from pulseseal.settings import Settings
 from pulseseal.transit import InvalidTransportKey, SealedMessage, TransportPublicKey, seal
 
@@ -63,36 +62,39 @@ class TransportSealer:
     """Seals message bodies under the current transport public key (producers hold only this).
 
     Args:
-        base_url: The key service URL; `http://` only to loopback.
+        base_url: The key service URL, or its replicas' URLs (a list, or one comma-separated string): a
+            fetch fails over from one to the next, as the key-service client does
+            (keyservice/client/replicas.py); `http://` only to loopback.
         ca_file: CA bundle for an `https://` key service (default: the system's).
         refresh_s: How long a fetched public key is used before asking again.
         max_stale_s: How long a cached key is still used while refreshing fails.
         timeout_s: Timeout of one HTTP attempt.
-        retries: Further attempts after a failed one, with backoff and jitter.
-        transport: httpx transport (tests pass an ASGI transport).
+        retries: Further attempts after a failed one, each to the next replica, with backoff and jitter
+            (none before a replica this fetch has not tried yet); every replica is tried at least once.
+        transport: httpx transport, or one per URL (tests pass ASGI transports).
         clock: Monotonic clock (injectable for tests).
+        sleep: The wait between attempts (injectable for tests).
 
     Raises:
-        InsecureTransport: `base_url` is `http://` to a non-loopback host.
+        InsecureTransport: a URL is `http://` to a non-loopback host.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         ca_file: Path | None = None,
         refresh_s: float = REFRESH_S,
         max_stale_s: float = MAX_STALE_S,
         timeout_s: float = 5.0,
         retries: int = 2,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transports = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
-        check_client_url(base_url)
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), verify=verify, timeout=timeout_s, transport=transport
-        )
+        urls = split_list(base_url) if isinstance(base_url, str) else list(base_url)
+        self._replicas = Replicas.open(urls, ca_file=ca_file, timeout_s=timeout_s, transport=transport)
+        self._sleep = sleep
         self._refresh_s = refresh_s
         self._max_stale_s = max_stale_s
         self._retries = retries
@@ -109,7 +111,7 @@ class TransportSealer:
         Raises:
             InsecureTransport: the URL is `http://` to a non-loopback host.
         """
-        return cls(settings.keyservice_url, ca_file=settings.keyservice_ca, **options)
+        return cls(settings.keyservice_urls, ca_file=settings.keyservice_ca, **options)
 
     async def __aenter__(self) -> Self:
         return self
@@ -123,7 +125,7 @@ class TransportSealer:
         """Close the HTTP client."""
         if self._fetching is not None:
             self._fetching.cancel()
-        await self._http.aclose()
+        await self._replicas.aclose()
 
     def forget(self) -> None:
         """Ask for the current key again before the next seal (after a rotation this process made)."""
@@ -168,24 +170,53 @@ class TransportSealer:
             self._key, self._fetched_at = task.result(), self._clock()
 
     async def _fetch(self) -> TransportPublicKey:
-        attempt = 0
-        while True:
+        order = self._replicas.order()
+        tried = 0
+
+        async def attempt() -> TransportPublicKey:
+            nonlocal tried
+            replica = order[tried % len(order)]
+            tried += 1
+            fresh_next = 0.0 if tried < len(order) else None  # an untried replica: no reason to wait
             self.fetches += 1
             try:
-                response = await self._http.get(PUBLIC_KEY_PATH)
-                if response.status_code == 200:
-                    return _public_key(response.json())
-                failure = f"HTTP {response.status_code}"
+                response = await replica.http.get(PUBLIC_KEY_PATH)
             except httpx.TransportError as exc:
-                failure = type(exc).__name__
+                self._replicas.failed(replica)
+                raise _FetchFailed(type(exc).__name__, fresh_next) from None
+            if response.status_code != 200:
+                self._replicas.failed(replica)
+                asked = retry_after_s(response.headers.get("Retry-After"))
+                raise _FetchFailed(
+                    f"HTTP {response.status_code}", fresh_next if fresh_next is not None else asked
+                )
+            self._replicas.answered(replica)
+            try:
+                return _public_key(response.json())
             except (ValueError, ValidationError, InvalidTransportKey):
                 raise TransportKeyUnavailable("the key service sent a malformed transport key") from None
-            if attempt >= self._retries:
-                raise TransportKeyUnavailable(
-                    f"cannot fetch the transport key from the key service ({failure})"
-                )
-            attempt += 1
-            await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
+
+        try:
+            return await retry(
+                attempt,
+                on=lambda exc: isinstance(exc, _FetchFailed),
+                backoff=Backoff(initial_s=0.1, cap_s=2.0, jitter=1.0),
+                attempts=attempts_for(self._retries, len(order)),
+                sleep=self._sleep,
+            )
+        except _FetchFailed as last:
+            raise TransportKeyUnavailable(
+                f"cannot fetch the transport key from the key service ({last})"
+            ) from None
+
+
+class _FetchFailed(Exception):
+    """One failed fetch (its message names the failure, never a body), and how long the service asked
+    to wait (`Retry-After`, read by `pulseseal.retry`) — 0 when the next attempt goes to another replica."""
+
+    def __init__(self, failure: str, retry_after_s: float | None) -> None:
+        super().__init__(failure)
+        self.retry_after_s = retry_after_s
 
 
 def _public_key(document: Any) -> TransportPublicKey:

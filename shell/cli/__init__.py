@@ -11,8 +11,9 @@ import sys
 from importlib.metadata import entry_points
 
 import typer
+from pydantic import ValidationError
 
-from shell.cli.errors import CliError, ExitCode
+from shell.cli.errors import CliError, ExitCode, settings_problem
 
 app = typer.Typer(
     name="pulseseal",
@@ -82,6 +83,9 @@ def main() -> None:
     except CliError as exc:
         print(f"pulseseal: {exc.message}", file=sys.stderr)
         sys.exit(exc.code)
+    except ValidationError as exc:  # a PULSESEAL_* setting that does not validate
+        print(f"pulseseal: {settings_problem(exc)}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
     except (typer.Abort, KeyboardInterrupt):
         print("pulseseal: interrupted", file=sys.stderr)
         sys.exit(ExitCode.INTERRUPTED)

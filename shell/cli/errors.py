@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from pydantic import ValidationError
+
 
 class ExitCode(IntEnum):
     """Exit codes of docs/contract.md §8."""
@@ -25,3 +27,14 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """One line naming the first setting that does not validate and why — never its value (it may be a
+    secret): pydantic's own text would quote the input."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    field = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if message.startswith("PULSESEAL_"):
+        return f"{message}; fix the setting"
+    return f"PULSESEAL_{field.upper()}: {message}; fix the setting"

@@ -13,7 +13,9 @@ from shell.cli.errors import CliError, ExitCode
 
 HELP = """Soak test: steady gateway and importer traffic while a seeded fault schedule
 kills encryptors, restarts RabbitMQ, pauses and restarts the MongoDB-compatible
-server, restarts the key service and the key-store Redis (also kill -9).
+server, restarts the key service and the key-store Redis (also kill -9); with
+--keyservice-replicas 2 or more, also kills a key-service replica (kill -9) and
+starts it again (its recovery must stay within 30 s).
 
 \b
 Runs its own servers on spare ports under PULSESEAL_HOME/soak/ (never the ones
@@ -33,6 +35,15 @@ def soak(
         float, typer.Option(min=1, help="Events a second offered (3/4 gateway, 1/4 importer).")
     ] = 200,
     encryptors: Annotated[int, typer.Option(min=1, max=8, help="Encryptor processes.")] = 2,
+    keyservice_replicas: Annotated[
+        int,
+        typer.Option(
+            "--keyservice-replicas",
+            min=1,
+            max=4,
+            help="Key-service replicas on one key store; 2 or more adds the fault: SIGKILL a replica, restart it.",
+        ),
+    ] = 1,
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the servers' data directories afterwards.")
     ] = False,
@@ -47,7 +58,14 @@ def soak(
     from shell.soak.servers import SoakSetupError
 
     settings = load_settings()
-    options = SoakOptions(duration_s=duration, seed=seed, rate=rate, encryptors=encryptors, keep=keep)
+    options = SoakOptions(
+        duration_s=duration,
+        seed=seed,
+        rate=rate,
+        encryptors=encryptors,
+        keyservice_replicas=keyservice_replicas,
+        keep=keep,
+    )
     try:
         report = asyncio.run(run_soak(options, settings.home_dir / "soak"))
     except SoakSetupError as exc:

@@ -100,7 +100,8 @@ def _use_demo_database(settings: Settings, console: Console) -> Settings:
 
 
 def _start_pipeline(settings: Settings, children: Children, log_dir: Path, console: Console) -> None:
-    for name, url in (("keyservice", settings.keyservice_url), ("gateway", settings.gateway_url)):
+    # With a list of key-service replicas configured, the demo checks (and would start) the first.
+    for name, url in (("keyservice", settings.keyservice_urls[0]), ("gateway", settings.gateway_url)):
         health = url.rstrip("/") + "/healthz"
         if _healthy(health):
             console.print(f"  {name}: already running at {url} — using it")

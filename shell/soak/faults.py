@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from shell.soak import replica_faults
 from shell.soak.pipeline import Pipeline
 from shell.soak.servers import Servers
 
@@ -40,6 +41,7 @@ COST_S = {
     "keyservice_restart": 5.0,
     "redis_restart": 5.0,
     "redis_kill": 5.0,
+    replica_faults.KIND: replica_faults.COST_S,
 }
 RECOVERY_TIMEOUT_S = 180.0
 
@@ -61,6 +63,8 @@ class PlannedFault:
             return f"{self.kind} (SIGKILL encryptor {self.target}, then start a new one)"
         if self.kind == "redis_kill":
             return f"{self.kind} (SIGKILL the key-store Redis, then start it on its AOF)"
+        if self.kind == replica_faults.KIND:
+            return replica_faults.DESCRIPTION
         return self.kind
 
 
@@ -138,6 +142,7 @@ class FaultRunner:
         self._progress = progress
         self._started = started
         self._say = say
+        self._replica_kills = 0
 
     def _now(self) -> float:
         return time.monotonic() - self._started
@@ -182,6 +187,9 @@ class FaultRunner:
                 servers.signal("mongo", signal.SIGCONT)
         elif fault.kind == "keyservice_restart":
             await pipeline.restart_keyservice()
+        elif fault.kind == replica_faults.KIND:
+            await replica_faults.inject(pipeline, self._replica_kills)
+            self._replica_kills += 1
         elif fault.kind == "redis_kill":
             servers.signal("redis", signal.SIGKILL)
             await asyncio.sleep(0.5)

@@ -1,4 +1,5 @@
-"""The soak's PulseSeal processes: one key service, encryptors, one gateway — started, killed, restarted.
+"""The soak's PulseSeal processes: the key service (one, or several replicas on one key store),
+encryptors, one gateway — started, killed, restarted.
 
 Each runs as `python -m shell <command>` (`shell/processes.py`) with the soak's environment and a log file of its own (every
 incarnation appends to its component's log, so the plaintext hunt sees all of them).
@@ -30,13 +31,24 @@ class Pipeline:
     encryptors: list[Child] = field(default_factory=list)
     metrics_ports: list[int | None] = field(default_factory=list)
     """Each encryptor's metrics port, once it is ready."""
-    keyservice: Child | None = None
     gateway: Child | None = None
+    keyservices: list[Child | None] = field(default_factory=list)
+    """One per key-service replica (None before its first start)."""
+
+    @property
+    def keyservice(self) -> Child | None:
+        """The (first) key-service process."""
+        return self.keyservices[0] if self.keyservices else None
 
     @property
     def keyservice_url(self) -> str:
-        """Where the key service answers."""
+        """Where the key service answers: its URL, or its replicas' URLs comma-separated (as callers get it)."""
         return self.env["PULSESEAL_KEYSERVICE_URL"]
+
+    @property
+    def keyservice_urls(self) -> list[str]:
+        """Each key-service replica's URL."""
+        return self.keyservice_url.split(",")
 
     @property
     def gateway_url(self) -> str:
@@ -44,31 +56,54 @@ class Pipeline:
         return self.env["PULSESEAL_GATEWAY_URL"]
 
     @classmethod
-    def configure(cls, base_env: dict[str, str], logs: Path, mongo_db: str) -> Pipeline:
-        """Ports and settings for the components on top of the servers' environment."""
-        keyservice_port, gateway_port = free_port(), free_port()
+    def configure(
+        cls, base_env: dict[str, str], logs: Path, mongo_db: str, *, keyservice_replicas: int = 1
+    ) -> Pipeline:
+        """Ports and settings for the components on top of the servers' environment (`keyservice_replicas`
+        key services on ports of their own; every caller gets all their URLs)."""
+        keyservice_ports = [free_port() for _ in range(keyservice_replicas)]
+        gateway_port = free_port()
         env = dict(base_env)
         env.update(
             {
                 "PULSESEAL_MONGO_DB": mongo_db,
-                "PULSESEAL_KEYSERVICE_PORT": str(keyservice_port),
-                "PULSESEAL_KEYSERVICE_URL": f"http://127.0.0.1:{keyservice_port}",
+                "PULSESEAL_KEYSERVICE_PORT": str(keyservice_ports[0]),
+                "PULSESEAL_KEYSERVICE_URL": ",".join(f"http://127.0.0.1:{p}" for p in keyservice_ports),
                 "PULSESEAL_GATEWAY_PORT": str(gateway_port),
                 "PULSESEAL_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
                 "PULSESEAL_IMPORT_RETRY_S": "30",
                 "PULSESEAL_BATCH_MAX_MS": "50",
             }
         )
-        return cls(env, logs)
+        return cls(env, logs, keyservices=[None] * keyservice_replicas)
 
     async def start_keyservice(self) -> None:
-        """Start the key service and wait until it is healthy.
+        """Start the key service (every replica) and wait until it is healthy.
 
         Raises:
             SoakSetupError: it exited or did not get healthy in time.
         """
-        self.keyservice = spawn("keyservice", ["keyservice"], env=self.env, log=self.logs / "keyservice.log")
-        await _ready(self.keyservice.wait_ready_async(self.keyservice_url + "/healthz", READY_TIMEOUT_S))
+        for replica in range(len(self.keyservices)):
+            await self.start_keyservice_replica(replica)
+
+    async def start_keyservice_replica(self, replica: int) -> None:
+        """Start key-service replica `replica` (0-based) on its port and wait until it is healthy.
+
+        Raises:
+            SoakSetupError: it exited or did not get healthy in time.
+        """
+        url = self.keyservice_urls[replica]
+        name = "keyservice" if len(self.keyservices) == 1 else f"keyservice-{replica + 1}"
+        env = {**self.env, "PULSESEAL_KEYSERVICE_PORT": url.rsplit(":", 1)[1]}
+        child = spawn(name, ["keyservice"], env=env, log=self.logs / f"{name}.log")
+        self.keyservices[replica] = child
+        await _ready(child.wait_ready_async(url + "/healthz", READY_TIMEOUT_S))
+
+    def kill_keyservice_replica(self, replica: int) -> None:
+        """SIGKILL one key-service replica: no shutdown of any kind, like a crashed host."""
+        child = self.keyservices[replica]
+        if child is not None:
+            child.kill()
 
     async def start_gateway(self) -> None:
         """Start the gateway and wait until it is healthy.
@@ -105,19 +140,19 @@ class Pipeline:
         Raises:
             SoakSetupError: the new one does not get healthy.
         """
-        if self.keyservice is not None:
-            await self.keyservice.stop_async()
+        await self.stop_keyservice()
         await self.start_keyservice()
 
     async def stop_keyservice(self) -> None:
-        """SIGTERM the key service and wait for it to exit."""
-        if self.keyservice is not None:
-            await self.keyservice.stop_async()
+        """SIGTERM the key service (every replica) and wait for it to exit."""
+        for child in self.keyservices:
+            if child is not None:
+                await child.stop_async()
 
     def stop_all(self) -> None:
         """Stop every component (gateway first, key service last); never raises."""
         # In reverse: gateway, encryptors, key service.
-        stop_all([c for c in (self.keyservice, *self.encryptors, self.gateway) if c is not None])
+        stop_all([c for c in (*self.keyservices, *self.encryptors, self.gateway) if c is not None])
 
     async def encryptor_metrics(self, client: httpx.AsyncClient) -> list[str]:
         """The Prometheus text of every live encryptor (a dead or busy one is skipped)."""

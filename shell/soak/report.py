@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shell.soak import replica_faults
 from shell.soak.canaries import PlaceCount
 from shell.soak.faults import FaultResult
 
@@ -81,6 +82,9 @@ class SoakReport:
         self.problems += [
             f"fault {r.fault.kind} at +{r.started_s:.0f} s: {r.error}" for r in self.faults if r.error
         ]
+        self.problems += replica_faults.problems(
+            (r.fault.kind, r.started_s, r.disruption_s) for r in self.faults
+        )
         for place in MUST_BE_CLEAN:
             found = self.canaries.get(place)
             if found is not None and found.occurrences:

@@ -20,7 +20,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from pulseseal import mongo
 from shell.demo.traffic import read_secret
-from shell.soak import faults, restore_check, verify
+from shell.soak import faults, replica_faults, restore_check, verify
 from shell.soak.canaries import CanarySet, PlaceCount, invalid_canary_event, scan_paths
 from shell.soak.pipeline import Pipeline
 from shell.soak.report import SoakReport
@@ -38,6 +38,7 @@ class SoakOptions:
     seed: int | None = None
     rate: float = 200.0
     encryptors: int = 2
+    keyservice_replicas: int = 1
     home: Path | None = None
     keep: bool = False
     drain_timeout_s: float = 300.0
@@ -71,7 +72,12 @@ async def run_soak(options: SoakOptions, base: Path, say: Callable[[str], None] 
     work = options.home or base / f"soak-{datetime.now(UTC):%Y%m%dT%H%M%S}-{seed}"
     work.mkdir(parents=True, exist_ok=True)
     servers = Servers.allocate(work / "home", work / "logs" / "services.log")
-    pipeline = Pipeline.configure(servers.env(), work / "logs", mongo_db="pulseseal_soak")
+    pipeline = Pipeline.configure(
+        servers.env(),
+        work / "logs",
+        mongo_db="pulseseal_soak",
+        keyservice_replicas=options.keyservice_replicas,
+    )
     run = _Run(options, seed, work, servers, pipeline, say, Ledger(), CanarySet(), random.Random(seed))
     report = SoakReport(seed=seed, rate=options.rate, duration_s=options.duration_s)
     say(f"soak: seed {seed}, work directory {work}")
@@ -104,7 +110,8 @@ async def _traffic_under_faults(
     run: _Run, report: SoakReport, collection: AsyncCollection[dict[str, Any]]
 ) -> None:
     options, pipeline = run.options, run.pipeline
-    schedule = faults.plan(run.seed, options.duration_s, encryptors=options.encryptors)
+    kinds = faults.KINDS + replica_faults.kinds(options.keyservice_replicas)
+    schedule = faults.plan(run.seed, options.duration_s, encryptors=options.encryptors, kinds=kinds)
     run.say(f"soak: fault schedule (seed {run.seed}), seconds after traffic starts:")
     for fault in schedule:
         run.say(f"  +{fault.at_s:6.1f} s  {fault.describe()}")
@@ -274,7 +281,7 @@ async def _scrape_metrics(run: _Run) -> bytes:
     texts = []
     async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
         texts += await run.pipeline.encryptor_metrics(http)
-        for url in (run.pipeline.gateway_url, run.pipeline.keyservice_url):
+        for url in (run.pipeline.gateway_url, *run.pipeline.keyservice_urls):
             try:
                 texts.append((await http.get(url + "/metrics")).text)
             except httpx.HTTPError:

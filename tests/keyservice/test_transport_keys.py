@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from keyservice.app import create_app
 from keyservice.client import KeyServiceClient
+from keyservice.client.replicas import Replicas
 from keyservice.client.transport_keys import TransportKeyRing, retire_transport_key, rotate_transport_key
 from keyservice.client.transport_public import TransportKeyUnavailable, TransportSealer
 from keyservice.rewrap import rewrap
@@ -227,8 +228,8 @@ async def test_sealer_keeps_a_stale_key_while_the_key_service_is_away_up_to_max_
     async with sealer_for(service, refresh_s=10.0, max_stale_s=100.0, retries=0) as sealer:
         sealer._clock = lambda: now[0]
         key_id = (await sealer.seal(b"{}", JSON)).key_id
-        await sealer._http.aclose()
-        sealer._http = httpx.AsyncClient(base_url="http://127.0.0.1:1")  # the key service is gone
+        await sealer._replicas.aclose()
+        sealer._replicas = Replicas.open(["http://127.0.0.1:1"])  # the key service is gone
         now[0] = 50.0
         assert (await sealer.seal(b"{}", JSON)).key_id == key_id
         now[0] = 150.0
