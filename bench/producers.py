@@ -35,6 +35,7 @@ from bench.harness import BenchContext
 from bench.keyservice import shared_keyservice
 from bench.results import Figure, ScenarioResult
 from bench.scratch import rabbitmqctl, shared_scratch
+from pulseseal.secretfiles import open_new_private
 from shell.processes import Child, StartFailed, free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,7 +267,9 @@ async def run(ctx: BenchContext, result: ScenarioResult) -> None:
     with tempfile.TemporaryDirectory(prefix="pulseseal-bench-gw-") as home:
         secret = secrets.token_urlsafe(48)
         secret_file = Path(home) / "gateway-jwt.secret"
-        secret_file.write_text(secret, encoding="utf-8")
+        # 0600: the gateway refuses a secret that group or others can read.
+        with os.fdopen(open_new_private(secret_file), "w", encoding="utf-8") as out:
+            out.write(secret)
         env = {
             "PULSESEAL_HOME": home,
             "PULSESEAL_GATEWAY_JWT_SECRET_FILE": str(secret_file),
