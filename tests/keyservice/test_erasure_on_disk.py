@@ -128,17 +128,29 @@ async def test_a_thousand_concurrent_shreds_share_a_few_rewrites(
     assert isinstance(rewriter, AofRewriter)
     before = rewriter.rewrites
     started = time.perf_counter()
-    answers = await asyncio.gather(*(send(http, creds, "admin", "DELETE", f"/v1/users/{u}") for u in users))
+    busy: list[int] = []
+
+    async def shred(user: str) -> httpx.Response:
+        # As the client does: a 503 (the key store slow to answer on a loaded machine) is asked again; a
+        # shred is idempotent.
+        for _ in range(5):
+            answer = await send(http, creds, "admin", "DELETE", f"/v1/users/{user}")
+            if answer.status_code != 503:
+                return answer
+            busy.append(1)
+            await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
+        return answer
+
+    answers = await asyncio.gather(*(shred(u) for u in users))
     elapsed = time.perf_counter() - started
     assert [a.status_code for a in answers] == [200] * len(users), {
         a.text for a in answers if a.status_code != 200
     }
     used = rewriter.rewrites - before
-    print(f"1000 shreds in {elapsed:.2f} s with {used} AOF rewrites")
     # A handful when the machine is quiet (3-6 here); the bound leaves room for a busy one, where shreds
     # trickle in over more rewrite rounds. Without the gate it would be 1000.
     assert 1 <= used <= 100, f"{used} rewrites for 1000 shreds"
-    print(f"1000 shreds in {elapsed:.2f} s with {used} AOF rewrites")
+    print(f"1000 shreds in {elapsed:.2f} s with {used} AOF rewrites, {len(busy)} answers 503 asked again")
 
 
 async def test_rewrite_waits_out_a_rewrite_someone_else_started(redis: Redis) -> None:
