@@ -26,6 +26,7 @@ from schemas.rfc3339 import parse_rfc3339
 from tests.consumers.helpers import drain_dead_letters, open_channel, publish_batch, wait_for
 from tests.factories import random_events
 from tests.processes import Component, wait_logged
+from tests.transit import keyservice_keys
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,9 @@ async def stack(
     client: AsyncMongoClient[dict[str, Any]] = mongo.connect(mongo_url)
     collection = mongo.sealed_events(client, pipeline_env["PULSESEAL_MONGO_DB"])
     await collection.drop()
-    connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"])
+    # Sealed for the session's key service, whose transport key the encryptors open with.
+    keys = await keyservice_keys(pipeline_env["PULSESEAL_KEYSERVICE_URL"])
+    connection, channel = await open_channel(pipeline_env["PULSESEAL_AMQP_URL"], transport_keys=keys)
     try:
         await (await channel.get_queue(SEAL_QUEUE)).purge()
         await drain_dead_letters(channel, settle_s=0.1)
