@@ -48,6 +48,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on `port` of 127.0.0.1 right now (it can be bound)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def command(args: Sequence[str]) -> list[str]:
     """The command line of `pulseseal <args>` run by this interpreter."""
     return [sys.executable, "-m", "shell", *args]

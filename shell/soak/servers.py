@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,22 +16,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from shell.devservices import infra_dir
-from shell.processes import command, free_port
+from shell.processes import command, free_port, port_is_free
 
 SERVER_TIMEOUT_S = 240
 
 
 class SoakSetupError(Exception):
     """The soak could not set up or control its servers or components; the message says which."""
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def spare_amqp_port(rng: random.Random) -> int:
@@ -43,7 +33,7 @@ def spare_amqp_port(rng: random.Random) -> int:
     """
     for _ in range(500):
         port = rng.randrange(20000, 45536)
-        if _is_free(port) and _is_free(port + 20000):
+        if port_is_free(port) and port_is_free(port + 20000):
             return port
     raise SoakSetupError("no free port pair for a second RabbitMQ node")
 

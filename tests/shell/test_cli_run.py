@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
 from shell.keyservice_replicas import plan_replicas
+from shell.processes import port_is_free
 from tests.processes import free_port, start, wait_logged
 
 pytestmark = pytest.mark.integration
@@ -18,18 +18,9 @@ pytestmark = pytest.mark.integration
 def _consecutive_free_ports(count: int) -> int:
     for _ in range(50):
         first = free_port()
-        if all(_free(first + i) for i in range(count)):
+        if all(port_is_free(first + i) for i in range(count)):
             return first
     raise AssertionError("no run of free ports found")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_plan_puts_replicas_on_consecutive_ports_of_the_callers_host() -> None:
