@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from keyservice.client.cache import KeyCache, Outcome, SingleFlight
-from keyservice.client.replicas import Replicas, Transports, attempts_for, split_list
+from keyservice.client.replicas import Replicas, Transports, Turns, attempts_for, split_list
 from keyservice.client.tokens import load_private_key, mint_token
 from keyservice.wire.audit import AuditAnswer, AuditRecord
 from keyservice.wire.errors import (
@@ -437,15 +437,10 @@ class KeyServiceClient:
     ) -> bytes:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if body else {}
-        order = self._replicas.order()
-        tried = 0
+        turns = Turns(self._replicas.order())
 
         async def attempt() -> bytes:
-            nonlocal tried
-            replica = order[tried % len(order)]
-            tried += 1
-            # The next attempt goes to a replica this request has not tried yet: no reason to wait.
-            fresh_next = 0.0 if tried < len(order) else None
+            replica, fresh_next = turns.take()
             # A fresh token each attempt: a token is single-use (across replicas: they share the used ids)
             # and bound to this request.
             token = mint_token(self._key, self.caller_id, method=method, path=path, body=body, scope=scope)
@@ -480,7 +475,7 @@ class KeyServiceClient:
                 attempt,
                 on=lambda exc: isinstance(exc, _Transient),
                 backoff=Backoff(initial_s=self._backoff_s, cap_s=2.0, jitter=1.0),
-                attempts=attempts_for(self._retries, len(order)),
+                attempts=attempts_for(self._retries, len(turns)),
                 sleep=self._sleep,
             )
         except _Transient as last:

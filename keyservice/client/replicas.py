@@ -147,6 +147,25 @@ class Replicas:
             await replica.http.aclose()
 
 
+class Turns:
+    """One request's walk over the replicas (`Replicas.order()`): each attempt asks the next one."""
+
+    def __init__(self, order: list[Replica]) -> None:
+        self._order = order
+        self._tried = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def take(self) -> tuple[Replica, float | None]:
+        """The replica to ask now, and the wait before the next attempt: 0 while a replica this request
+        has not tried is left (no reason to wait), else None (the backoff's, or the server's
+        `Retry-After`)."""
+        replica = self._order[self._tried % len(self._order)]
+        self._tried += 1
+        return replica, (0.0 if self._tried < len(self._order) else None)
+
+
 def split_list(urls: str) -> list[str]:
     """The URLs of a comma-separated list (as `PULSESEAL_KEYSERVICE_URL` gives them; the settings have
     checked each entry, and `Replicas.open` checks each for plain HTTP off loopback)."""

@@ -26,7 +26,7 @@ from typing import Any, Self
 import httpx
 from pydantic import ValidationError
 
-from keyservice.client.replicas import Replicas, Transports, attempts_for, split_list
+from keyservice.client.replicas import Replicas, Transports, Turns, attempts_for, split_list
 from keyservice.wire.errors import KeyServiceUnavailable
 from keyservice.wire.transport import TransportPublicKeyAnswer
 from pulseseal.retry import Backoff, Sleep, retry, retry_after_s
@@ -170,14 +170,10 @@ class TransportSealer:
             self._key, self._fetched_at = task.result(), self._clock()
 
     async def _fetch(self) -> TransportPublicKey:
-        order = self._replicas.order()
-        tried = 0
+        turns = Turns(self._replicas.order())
 
         async def attempt() -> TransportPublicKey:
-            nonlocal tried
-            replica = order[tried % len(order)]
-            tried += 1
-            fresh_next = 0.0 if tried < len(order) else None  # an untried replica: no reason to wait
+            replica, fresh_next = turns.take()
             self.fetches += 1
             try:
                 response = await replica.http.get(PUBLIC_KEY_PATH)
@@ -201,7 +197,7 @@ class TransportSealer:
                 attempt,
                 on=lambda exc: isinstance(exc, _FetchFailed),
                 backoff=Backoff(initial_s=0.1, cap_s=2.0, jitter=1.0),
-                attempts=attempts_for(self._retries, len(order)),
+                attempts=attempts_for(self._retries, len(turns)),
                 sleep=self._sleep,
             )
         except _FetchFailed as last:
