@@ -11,17 +11,25 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyUrl, Field, SecretStr
+from pydantic import AnyUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pulseseal.amqp_urls import redact_urls, split_urls
 
 
 class Settings(BaseSettings):
     """PulseSeal configuration; every field is also the variable `PULSESEAL_<FIELD NAME IN CAPITALS>`."""
 
-    model_config = SettingsConfigDict(env_prefix="PULSESEAL_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (a URL with its password) is never repeated in the error.
+    model_config = SettingsConfigDict(
+        env_prefix="PULSESEAL_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # --- servers (docs/contract.md §2) ---
-    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
+    amqp_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        description="RabbitMQ URL, or one URL per node of a cluster separated by commas (clients fail over).",
+    )
     mongo_url: str = Field("mongodb://127.0.0.1:27017/", description="MongoDB (or FerretDB) URL.")
     mongo_db: str = Field("pulseseal", description="Database holding `sealed_events`.")
     ferretdb_backend: Literal["postgresql", "sqlite"] = Field(
@@ -172,6 +180,17 @@ class Settings(BaseSettings):
         60.0, ge=0, description="How long the importer retries a lost broker before stopping (resumable)."
     )
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls(cls, value: str) -> str:
+        split_urls(value)  # raises AmqpUrlInvalid (a ValueError) naming which URL is wrong
+        return value
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The RabbitMQ URLs of `amqp_url`, one per node."""
+        return split_urls(self.amqp_url)
+
     @cached_property
     def home_dir(self) -> Path:
         """`PULSESEAL_HOME` as an absolute path."""
@@ -198,8 +217,10 @@ def load_settings() -> Settings:
 
 
 def redact_url(url: str | AnyUrl) -> str:
-    """A URL with any password replaced, safe to log or print."""
+    """A URL with any password replaced, safe to log or print (each of them, for a list of AMQP URLs)."""
     text = str(url)
+    if "," in text:
+        return redact_urls(text)
     scheme, sep, rest = text.partition("://")
     authority, slash, path = rest.partition("/")
     if not sep or "@" not in authority:
