@@ -13,7 +13,9 @@ from shell.cli.errors import CliError, ExitCode
 
 HELP = """Soak test: steady gateway and importer traffic while a seeded fault schedule
 kills encryptors, restarts RabbitMQ, pauses and restarts the MongoDB-compatible
-server, restarts the key service and the key-store Redis (also kill -9).
+server, restarts the key service and the key-store Redis (also kill -9); with
+--rabbitmq-nodes 3, on a RabbitMQ cluster, also kills (-9) the node leading
+pulseseal.seal and restarts it once the pipeline has recovered.
 
 \b
 Runs its own servers on spare ports under PULSESEAL_HOME/soak/ (never the ones
@@ -33,6 +35,14 @@ def soak(
         float, typer.Option(min=1, help="Events a second offered (3/4 gateway, 1/4 importer).")
     ] = 200,
     encryptors: Annotated[int, typer.Option(min=1, max=8, help="Encryptor processes.")] = 2,
+    rabbitmq_nodes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=5,
+            help="RabbitMQ nodes; 3 runs a cluster and adds the fault: kill -9 the node leading pulseseal.seal.",
+        ),
+    ] = 1,
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the servers' data directories afterwards.")
     ] = False,
@@ -47,7 +57,14 @@ def soak(
     from shell.soak.servers import SoakSetupError
 
     settings = load_settings()
-    options = SoakOptions(duration_s=duration, seed=seed, rate=rate, encryptors=encryptors, keep=keep)
+    options = SoakOptions(
+        duration_s=duration,
+        seed=seed,
+        rate=rate,
+        encryptors=encryptors,
+        keep=keep,
+        rabbitmq_nodes=rabbitmq_nodes,
+    )
     try:
         report = asyncio.run(run_soak(options, settings.home_dir / "soak"))
     except SoakSetupError as exc:
