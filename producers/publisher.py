@@ -209,6 +209,11 @@ class Publisher:
             raise PublishRefused("RabbitMQ returned the message as unroutable") from None
         except DeliveryError:
             metrics.PUBLISH_FAILURES.labels(reason="nacked").inc()
+            # A channel opened while a quorum queue elects a new leader (its node was just killed) can
+            # nack every later publish too (RabbitMQ 3.10); a fresh channel does not. So the next publish
+            # reconnects (docs/scaling.md, the RabbitMQ cluster).
+            if exchange is not None and exchange is self._exchange:
+                await self._drop("RabbitMQ nacked a message")
             raise PublishRefused("RabbitMQ refused (nacked) the message") from None
         except _CONNECTION_ERRORS as exc:
             metrics.PUBLISH_FAILURES.labels(reason="unavailable").inc()
