@@ -224,6 +224,13 @@ class Publisher:
         except BrokerUnavailable:
             metrics.PUBLISH_FAILURES.labels(reason="unavailable").inc()
             raise
+        except Exception:
+            if exchange is None or exchange is self._exchange:
+                raise
+            # Another publish dropped this connection (after a nack or a loss) while this one waited for
+            # its confirm; aiormq fails such waiters with a bare `Exception`. Unconfirmed: retry later.
+            metrics.PUBLISH_FAILURES.labels(reason="unavailable").inc()
+            raise BrokerUnavailable("the connection to RabbitMQ was reset") from None
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
     async def close(self) -> None:
