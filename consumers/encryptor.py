@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 from aiormq.exceptions import AMQPConnectionError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from faststream import AckPolicy, FastStream
 from faststream.message import StreamMessage
-from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit import Channel, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -34,6 +33,7 @@ from pymongo.errors import PyMongoError
 from consumers import metrics
 from consumers.batcher import BatcherClosed, MicroBatcher
 from consumers.deadletters import DEAD_LETTER_CHANNEL, publish_dead_letters
+from consumers.failover_broker import FailoverRabbitBroker
 from consumers.keys import KeySource
 from consumers.manifests import ManifestWriter
 from consumers.messages import Rejected, decode_or_fail, estimated_events
@@ -42,7 +42,7 @@ from consumers.sealing import MessageResult, Sealer
 from consumers.store import InsertOutcome
 from consumers.transit import TransportGate
 from consumers.usage import UsageReporter
-from pulseseal import mongo
+from pulseseal import amqp_failover, mongo
 from pulseseal.ferretdb_sql import postgres_target
 from pulseseal.retry import Backoff, retry
 from pulseseal.settings import Settings, redact_url
@@ -153,7 +153,7 @@ class Encryptor:
             max_waiting=settings.prefetch,
             max_concurrent=settings.flushes_in_flight,
         )
-        self.broker = RabbitBroker(
+        self.broker = FailoverRabbitBroker(
             settings.amqp_url,
             graceful_timeout=SHUTDOWN_GRACE_S,
             reconnect_interval=1.0,
@@ -286,7 +286,7 @@ class Encryptor:
             log.info("nack not delivered (%s); the broker will redeliver", type(exc).__name__)
 
     async def _declare_topology(self) -> None:
-        connection = await aio_pika.connect(self._settings.amqp_url, timeout=5)
+        connection = await amqp_failover.connect(self._settings.amqp_url, timeout_s=5)
         async with connection:
             channel = await connection.channel()
             await declare_topology(channel, delivery_limit=self._settings.delivery_limit)

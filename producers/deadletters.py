@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import AMQPError
 
 from producers.confirms import InOrderConfirms
 from producers.publisher import MessageSealer, Publisher, PublishFailed
+from pulseseal import amqp_failover
 from pulseseal.settings import redact_url
 from pulseseal.topology import (
     DEAD_QUEUE,
@@ -224,7 +224,7 @@ def _is_dead_letter_header(name: str) -> bool:
 
 async def _connect(url: str) -> AbstractConnection:
     try:
-        return await aio_pika.connect(url, timeout=5)
+        return await amqp_failover.connect(url, timeout_s=5)
     except (AMQPError, OSError, TimeoutError) as exc:
         raise DeadLetterError(
             f"cannot reach RabbitMQ at {redact_url(url)} ({type(exc).__name__}) — start it "

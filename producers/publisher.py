@@ -31,6 +31,7 @@ from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 
 from keyservice.wire.errors import KeyServiceError
 from producers import metrics
+from pulseseal.amqp_failover import NodeList
 from pulseseal.settings import redact_url
 from pulseseal.topology import TopologyMismatch, declare_topology
 from pulseseal.transit import SealedMessage
@@ -73,7 +74,8 @@ class Publisher:
     """Publishes transport-sealed messages to `pulseseal.events` with confirms and `mandatory=True`.
 
     Args:
-        url: The AMQP URL (its password is never logged).
+        url: The AMQP URL, or one per cluster node separated by commas: each (re)connect tries them in
+            turn from the last that answered (its password is never logged).
         sealer: Seals every body under the current transport key; closed with the publisher.
         delivery_limit: `x-delivery-limit` used when declaring the topology.
         confirm_timeout_s: Default deadline of one `publish`, reconnecting included.
@@ -94,6 +96,7 @@ class Publisher:
         app_id: str = "pulseseal",
     ) -> None:
         self._url = url
+        self._nodes = NodeList(url)
         self._sealer = sealer
         self._delivery_limit = delivery_limit
         self._confirm_timeout_s = confirm_timeout_s
@@ -206,6 +209,11 @@ class Publisher:
             raise PublishRefused("RabbitMQ returned the message as unroutable") from None
         except DeliveryError:
             metrics.PUBLISH_FAILURES.labels(reason="nacked").inc()
+            # A channel opened while a quorum queue elects a new leader (its node was just killed) can
+            # nack every later publish too (RabbitMQ 3.10); a fresh channel does not. So the next publish
+            # reconnects (docs/scaling.md, the RabbitMQ cluster).
+            if exchange is not None and exchange is self._exchange:
+                await self._drop("RabbitMQ nacked a message")
             raise PublishRefused("RabbitMQ refused (nacked) the message") from None
         except _CONNECTION_ERRORS as exc:
             metrics.PUBLISH_FAILURES.labels(reason="unavailable").inc()
@@ -216,6 +224,13 @@ class Publisher:
         except BrokerUnavailable:
             metrics.PUBLISH_FAILURES.labels(reason="unavailable").inc()
             raise
+        except Exception:
+            if exchange is None or exchange is self._exchange:
+                raise
+            # Another publish dropped this connection (after a nack or a loss) while this one waited for
+            # its confirm; aiormq fails such waiters with a bare `Exception`. Unconfirmed: retry later.
+            metrics.PUBLISH_FAILURES.labels(reason="unavailable").inc()
+            raise BrokerUnavailable("the connection to RabbitMQ was reset") from None
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
     async def close(self) -> None:
@@ -258,7 +273,7 @@ class Publisher:
     async def _connect(self) -> AbstractExchange:
         where = redact_url(self._url)
         try:
-            connection = await aio_pika.connect(self._url, timeout=self._connect_timeout_s)
+            connection = await self._nodes.connect(timeout_s=self._connect_timeout_s)
         except (*_CONNECTION_ERRORS, TimeoutError) as exc:
             self._fail(f"cannot reach RabbitMQ at {where} ({type(exc).__name__})")
             raise BrokerUnavailable(self._failure) from None
@@ -283,7 +298,7 @@ class Publisher:
         self._connection, self._channel, self._exchange = connection, channel, exchange
         self._failed_at = None
         metrics.BROKER_CONNECTED.set(1)
-        log.info("publisher connected", extra={"broker": where})
+        log.info("publisher connected", extra={"broker": redact_url(self._nodes.current)})
         return exchange
 
     def _fail(self, reason: str) -> None:

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import AnyUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulseseal import amqp_urls as amqp_list
 from pulseseal.urllists import redact_url as redact_one
 from pulseseal.urllists import split_urls
 
@@ -23,10 +24,16 @@ KEYSERVICE_SCHEMES = frozenset({"http", "https"})
 class Settings(BaseSettings):
     """PulseSeal configuration; every field is also the variable `PULSESEAL_<FIELD NAME IN CAPITALS>`."""
 
-    model_config = SettingsConfigDict(env_prefix="PULSESEAL_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (a URL with its password) is never repeated in the error.
+    model_config = SettingsConfigDict(
+        env_prefix="PULSESEAL_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # --- servers (docs/contract.md §2) ---
-    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
+    amqp_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        description="RabbitMQ URL, or one URL per node of a cluster separated by commas (clients fail over).",
+    )
     mongo_url: str = Field("mongodb://127.0.0.1:27017/", description="MongoDB (or FerretDB) URL.")
     mongo_db: str = Field("pulseseal", description="Database holding `sealed_events`.")
     ferretdb_backend: Literal["postgresql", "sqlite"] = Field(
@@ -192,6 +199,17 @@ class Settings(BaseSettings):
         """The key-service replicas of `keyservice_url`, in the order given (validated at load)."""
         return split_urls(self.keyservice_url, setting="PULSESEAL_KEYSERVICE_URL", schemes=KEYSERVICE_SCHEMES)
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls(cls, value: str) -> str:
+        amqp_list.split_urls(value)  # raises AmqpUrlInvalid (a ValueError) naming which URL is wrong
+        return value
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The RabbitMQ URLs of `amqp_url`, one per node."""
+        return amqp_list.split_urls(self.amqp_url)
+
     @cached_property
     def home_dir(self) -> Path:
         """`PULSESEAL_HOME` as an absolute path."""
@@ -218,5 +236,5 @@ def load_settings() -> Settings:
 
 
 def redact_url(url: str | AnyUrl) -> str:
-    """A URL with any password replaced, safe to log or print."""
+    """A URL (or a list of them) with every password replaced, safe to log or print."""
     return redact_one(str(url))

@@ -3,13 +3,18 @@
 `PULSESEAL_KEYSERVICE_URL=http://127.0.0.1:8700,http://127.0.0.1:8701` names two key-service replicas;
 one URL (the default) is a list of one. Each entry must have an allowed scheme and a host, a valid port
 when it has one, and no entry may repeat; the error names the setting, the entry's position and the entry
-(with any password hidden), so `pulseseal` can say in one line which one to fix.
+(with any password hidden), so `pulseseal` can say in one line which one to fix. A comma starts a new
+entry only when a URL scheme follows it, so a password may contain one.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from urllib.parse import urlsplit
+
+# A comma followed by a URL scheme: the next entry.
+_SEPARATOR = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
 class InvalidUrlList(ValueError):
@@ -28,7 +33,7 @@ def split_urls(text: str, *, setting: str, schemes: Collection[str]) -> tuple[st
         InvalidUrlList: the list is empty, or an entry is empty, has another scheme, no host or a bad
             port, or repeats an earlier one.
     """
-    entries = [entry.strip() for entry in text.split(",")]
+    entries = split_entries(text)
     if entries == [""]:
         raise InvalidUrlList(f"{setting} is empty: give at least one URL")
     urls: list[str] = []
@@ -53,8 +58,20 @@ def split_urls(text: str, *, setting: str, schemes: Collection[str]) -> tuple[st
     return tuple(urls)
 
 
+def split_entries(text: str) -> list[str]:
+    """The entries of a URL list, unchecked: split at each comma that a scheme follows, stripped."""
+    return [entry.strip() for entry in _SEPARATOR.split(text.strip())]
+
+
 def redact_url(url: str) -> str:
-    """A URL with any password replaced, safe to log or print."""
+    """A URL — or a list of them — with every password replaced, safe to log or print.
+
+    A MongoDB URL's comma-separated hosts stay one URL (no scheme follows those commas).
+    """
+    return ",".join(_redact_one(entry) for entry in split_entries(url))
+
+
+def _redact_one(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
     if not sep or "@" not in authority:

@@ -65,8 +65,18 @@ def script_env(settings: Settings, base: Mapping[str, str] | None = None) -> dic
     return env
 
 
-def run(action: Action, services: Sequence[Service], settings: Settings) -> None:
+def run(
+    action: Action, services: Sequence[Service], settings: Settings, *, rabbitmq_nodes: int | None = None
+) -> None:
     """Run `infra/services.sh ACTION [SERVICE...]`; no services means all three.
+
+    Args:
+        action: What to do.
+        services: Which servers (none: all).
+        settings: Where `PULSESEAL_HOME` is.
+        rabbitmq_nodes: For `up`, how many RabbitMQ nodes (3: a cluster on the port and the two after
+            it); None keeps as many as the home has (one for a new home). `down` and `status` always
+            act on every node the home has.
 
     Raises:
         ServicesError: The script failed (`up`: a server could not be started or made ready; `status`:
@@ -79,7 +89,8 @@ def run(action: Action, services: Sequence[Service], settings: Settings) -> None
             command,
             stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=script_env(settings),
+            env=script_env(settings)
+            | ({"PULSESEAL_RABBITMQ_NODES": str(rabbitmq_nodes)} if rabbitmq_nodes is not None else {}),
             text=True,
             check=False,
         )

@@ -35,10 +35,10 @@ def _services(names: list[str] | None) -> list[Service]:
         ) from None
 
 
-def _run(action: Action, names: list[str] | None) -> None:
+def _run(action: Action, names: list[str] | None, rabbitmq_nodes: int | None = None) -> None:
     chosen = _services(names)
     try:
-        services.run(action, chosen, load_settings())
+        services.run(action, chosen, load_settings(), rabbitmq_nodes=rabbitmq_nodes)
     except services.ServicesError as exc:
         # `status` exits 1 when some server is not ready (a partial answer); other failures are 2.
         code = ExitCode.PARTIAL if action == "status" and exc.returncode == 1 else ExitCode.USAGE
@@ -46,7 +46,18 @@ def _run(action: Action, names: list[str] | None) -> None:
 
 
 @app.command()
-def up(names: Names = None) -> None:
+def up(
+    names: Names = None,
+    rabbitmq_nodes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="RabbitMQ nodes: 3 starts a cluster on PULSESEAL_RABBITMQ_PORT and the two ports after it "
+            "(default: as many as this home has, one for a new home).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Create missing dev credentials, then start the servers (or accept ones already answering)."""
     _services(names)  # a typo fails before anything is created
     settings = load_settings()
@@ -60,7 +71,7 @@ def up(names: Names = None) -> None:
         print(f"credentials: present in {report.directory}")
     for warning in report.warnings:
         print(f"credentials: warning: {warning}")
-    _run("up", names)
+    _run("up", names, rabbitmq_nodes)
 
 
 @app.command()

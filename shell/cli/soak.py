@@ -15,7 +15,9 @@ HELP = """Soak test: steady gateway and importer traffic while a seeded fault sc
 kills encryptors, restarts RabbitMQ, pauses and restarts the MongoDB-compatible
 server, restarts the key service and the key-store Redis (also kill -9); with
 --keyservice-replicas 2 or more, also kills a key-service replica (kill -9) and
-starts it again (its recovery must stay within 30 s).
+starts it again; with --rabbitmq-nodes 3, on a RabbitMQ cluster, also kills (-9)
+the node leading pulseseal.seal and restarts it once the pipeline has recovered
+(each recovery must stay within 30 s).
 
 \b
 Runs its own servers on spare ports under PULSESEAL_HOME/soak/ (never the ones
@@ -44,6 +46,15 @@ def soak(
             help="Key-service replicas on one key store; 2 or more adds the fault: SIGKILL a replica, restart it.",
         ),
     ] = 1,
+    rabbitmq_nodes: Annotated[
+        int,
+        typer.Option(
+            "--rabbitmq-nodes",
+            min=1,
+            max=5,
+            help="RabbitMQ nodes; 3 runs a cluster and adds the fault: kill -9 the node leading pulseseal.seal.",
+        ),
+    ] = 1,
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the servers' data directories afterwards.")
     ] = False,
@@ -65,6 +76,7 @@ def soak(
         encryptors=encryptors,
         keyservice_replicas=keyservice_replicas,
         keep=keep,
+        rabbitmq_nodes=rabbitmq_nodes,
     )
     try:
         report = asyncio.run(run_soak(options, settings.home_dir / "soak"))

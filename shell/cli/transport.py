@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import aio_pika
 import typer
 from aiormq.exceptions import AMQPError
 
@@ -25,6 +24,7 @@ from keyservice.client.transport_keys import (
 )
 from keyservice.client.transport_public import TransportSealer
 from keyservice.wire.errors import KeyServiceError
+from pulseseal import amqp_failover
 from pulseseal.settings import Settings, load_settings
 from pulseseal.topology import DEAD_QUEUE, SEAL_QUEUE, TopologyMismatch, declare_topology
 from shell.cli.admin import call_as_admin
@@ -88,7 +88,7 @@ def _current(settings: Settings) -> str:
 
 def _queue_report(settings: Settings) -> str:
     async def count() -> dict[str, int]:
-        connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+        connection = await amqp_failover.connect(settings.amqp_url, timeout_s=5)
         async with connection:
             channel = await connection.channel()
             await declare_topology(channel, delivery_limit=settings.delivery_limit)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from shell.soak import replica_faults
+from shell.soak import cluster_faults, replica_faults
 from shell.soak.pipeline import Pipeline
 from shell.soak.servers import Servers
 
@@ -42,6 +42,7 @@ COST_S = {
     "redis_restart": 5.0,
     "redis_kill": 5.0,
     replica_faults.KIND: replica_faults.COST_S,
+    "rabbitmq_leader_kill": 8.0,  # cluster only (shell/soak/cluster_faults.py); its restart comes after
 }
 RECOVERY_TIMEOUT_S = 180.0
 
@@ -61,6 +62,10 @@ class PlannedFault:
             return f"{self.kind} (SIGSTOP for {self.pause_s:.1f} s, then SIGCONT)"
         if self.kind == "encryptor_kill":
             return f"{self.kind} (SIGKILL encryptor {self.target}, then start a new one)"
+        if self.kind == cluster_faults.LEADER_KILL:
+            return (
+                f"{self.kind} (SIGKILL the RabbitMQ node leading pulseseal.seal; restart it once recovered)"
+            )
         if self.kind == "redis_kill":
             return f"{self.kind} (SIGKILL the key-store Redis, then start it on its AOF)"
         if self.kind == replica_faults.KIND:
@@ -143,6 +148,7 @@ class FaultRunner:
         self._started = started
         self._say = say
         self._replica_kills = 0
+        self._after: Callable[[], Awaitable[None]] | None = None  # what a fault leaves to do once recovered
 
     def _now(self) -> float:
         return time.monotonic() - self._started
@@ -162,6 +168,12 @@ class FaultRunner:
                 continue
             result = FaultResult(fault, started, self._now())
             await self._recover(result)
+            if self._after is not None:
+                after, self._after = self._after, None
+                try:
+                    await after()
+                except Exception as exc:  # noqa: BLE001 - reported with the fault
+                    result.error = f"after recovery: {exc}"
             results.append(result)
             self._say(
                 f"  +{self._now():6.1f} s  recovered: stored again after {_fmt(result.stored_again_s)}, "
@@ -190,6 +202,8 @@ class FaultRunner:
         elif fault.kind == replica_faults.KIND:
             await replica_faults.inject(pipeline, self._replica_kills)
             self._replica_kills += 1
+        elif fault.kind == cluster_faults.LEADER_KILL:
+            self._after = await cluster_faults.kill_seal_leader(servers, self._say)
         elif fault.kind == "redis_kill":
             servers.signal("redis", signal.SIGKILL)
             await asyncio.sleep(0.5)

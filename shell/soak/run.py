@@ -20,7 +20,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from pulseseal import mongo
 from shell.demo.traffic import read_secret
-from shell.soak import faults, replica_faults, restore_check, verify
+from shell.soak import cluster_faults, faults, replica_faults, restore_check, verify
 from shell.soak.canaries import CanarySet, PlaceCount, invalid_canary_event, scan_paths
 from shell.soak.pipeline import Pipeline
 from shell.soak.report import SoakReport
@@ -42,6 +42,7 @@ class SoakOptions:
     home: Path | None = None
     keep: bool = False
     drain_timeout_s: float = 300.0
+    rabbitmq_nodes: int = 1  # 3: a RabbitMQ cluster, and the leader-kill fault (shell/soak/cluster_faults.py)
 
 
 @dataclass
@@ -71,7 +72,7 @@ async def run_soak(options: SoakOptions, base: Path, say: Callable[[str], None] 
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
     work = options.home or base / f"soak-{datetime.now(UTC):%Y%m%dT%H%M%S}-{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    servers = Servers.allocate(work / "home", work / "logs" / "services.log")
+    servers = Servers.allocate(work / "home", work / "logs" / "services.log", options.rabbitmq_nodes)
     pipeline = Pipeline.configure(
         servers.env(),
         work / "logs",
@@ -110,7 +111,11 @@ async def _traffic_under_faults(
     run: _Run, report: SoakReport, collection: AsyncCollection[dict[str, Any]]
 ) -> None:
     options, pipeline = run.options, run.pipeline
-    kinds = faults.KINDS + replica_faults.kinds(options.keyservice_replicas)
+    kinds = (
+        faults.KINDS
+        + replica_faults.kinds(options.keyservice_replicas)
+        + (cluster_faults.KINDS if options.rabbitmq_nodes > 1 else ())
+    )
     schedule = faults.plan(run.seed, options.duration_s, encryptors=options.encryptors, kinds=kinds)
     run.say(f"soak: fault schedule (seed {run.seed}), seconds after traffic starts:")
     for fault in schedule:

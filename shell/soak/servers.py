@@ -25,15 +25,16 @@ class SoakSetupError(Exception):
     """The soak could not set up or control its servers or components; the message says which."""
 
 
-def spare_amqp_port(rng: random.Random) -> int:
-    """A free port whose +20000 neighbour (RabbitMQ's distribution port) is free too.
+def spare_amqp_port(rng: random.Random, nodes: int = 1) -> int:
+    """A free port whose +20000 neighbour (RabbitMQ's distribution port) is free too — and so are the
+    `nodes - 1` ports after it and theirs, for a cluster.
 
     Raises:
         SoakSetupError: none found.
     """
     for _ in range(500):
-        port = rng.randrange(20000, 45536)
-        if port_is_free(port) and port_is_free(port + 20000):
+        port = rng.randrange(20000, 45536 - nodes)
+        if all(port_is_free(p) and port_is_free(p + 20000) for p in range(port, port + nodes)):
             return port
     raise SoakSetupError("no free port pair for a second RabbitMQ node")
 
@@ -50,13 +51,15 @@ class Servers:
     log: Path
     postgres_port: int = field(default_factory=free_port)
     started: set[str] = field(default_factory=set)
+    rabbitmq_nodes: int = 1  # 3: a cluster on amqp_port and the ports after it
 
     @classmethod
-    def allocate(cls, home: Path, log: Path) -> Servers:
+    def allocate(cls, home: Path, log: Path, rabbitmq_nodes: int = 1) -> Servers:
         """Pick spare ports for a new set of servers under `home`."""
         return cls(
             home=home,
-            amqp_port=spare_amqp_port(random.Random()),
+            rabbitmq_nodes=rabbitmq_nodes,
+            amqp_port=spare_amqp_port(random.Random(), rabbitmq_nodes),
             redis_port=free_port(),
             mongo_port=free_port(),
             ferret_debug_port=free_port(),
@@ -76,7 +79,8 @@ class Servers:
                 "PULSESEAL_FERRETDB_DEBUG_ADDR": f"127.0.0.1:{self.ferret_debug_port}",
                 "PULSESEAL_POSTGRES_PORT": str(self.postgres_port),
                 "PULSESEAL_FERRETDB_POSTGRESQL_URL": f"postgresql://pulseseal@127.0.0.1:{self.postgres_port}/ferretdb",
-                "PULSESEAL_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/",
+                "PULSESEAL_AMQP_URL": self.amqp_url,
+                "PULSESEAL_RABBITMQ_NODES": str(self.rabbitmq_nodes),
                 "PULSESEAL_KEYSTORE_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
                 "PULSESEAL_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo_port}/",
                 "PULSESEAL_SERVICES_TIMEOUT": "120",
@@ -86,8 +90,9 @@ class Servers:
 
     @property
     def amqp_url(self) -> str:
-        """RabbitMQ's URL."""
-        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+        """RabbitMQ's URL (one per node, comma-separated, for a cluster)."""
+        ports = range(self.amqp_port, self.amqp_port + self.rabbitmq_nodes)
+        return ",".join(f"amqp://guest:guest@127.0.0.1:{port}/" for port in ports)
 
     @property
     def mongo_url(self) -> str:
@@ -177,7 +182,7 @@ class Servers:
                 self.home / "postgres" / "data",  # FerretDB's PostgreSQL backend (the default)
             ],
             "keystore_redis": [self.home / "keystore-redis"],
-            "rabbitmq_data": [self.home / "rabbitmq" / "mnesia"],
+            "rabbitmq_data": [self.home / "rabbitmq" / "mnesia", *self._extra_nodes("mnesia")],
         }
 
     def log_places(self) -> list[Path]:
@@ -185,6 +190,7 @@ class Servers:
         return [
             self.home / "logs",
             self.home / "rabbitmq" / "log",
+            *self._extra_nodes("log"),
             self.home / "ferretdb" / "ferretdb.log",
             self.home / "postgres" / "postgres.log",
         ]
@@ -193,3 +199,8 @@ class Servers:
     def infra(self) -> Path:
         """The service scripts in use."""
         return infra_dir()
+
+    def _extra_nodes(self, name: str) -> list[Path]:
+        # A cluster's nodes 2..N keep their data and logs under rabbitmq/nodes/<port>/ (infra/README.md).
+        ports = range(self.amqp_port + 1, self.amqp_port + self.rabbitmq_nodes)
+        return [self.home / "rabbitmq" / "nodes" / str(port) / name for port in ports]

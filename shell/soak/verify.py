@@ -22,6 +22,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from consumers.deadletters import EVENT_ID_HEADER
 from keyservice.client import KeyServiceClient
 from keyservice.client.transport_public import TransportSealer
+from pulseseal import amqp_failover
 from pulseseal.envelope import IntegrityError, open_sealed
 from pulseseal.settings import Settings
 from pulseseal.topology import BATCH_ROUTING_KEY, DEAD_QUEUE, EVENTS_EXCHANGE, NDJSON, SEAL_QUEUE
@@ -53,7 +54,7 @@ class DeadLetters:
 async def seal_queue_ready(amqp_url: str) -> int | None:
     """Messages waiting in `pulseseal.seal`, or None when the broker does not answer."""
     try:
-        connection = await aio_pika.connect(amqp_url, timeout=5)
+        connection = await amqp_failover.connect(amqp_url, timeout_s=5)
     except Exception:  # noqa: BLE001 - any failure to connect means "not known now"
         return None
     async with connection:
@@ -132,7 +133,7 @@ async def read_dead_letters(amqp_url: str, ledger: Ledger) -> DeadLetters:
     plaintext letter from before transport sealing.
     """
     result = DeadLetters()
-    connection = await aio_pika.connect(amqp_url, timeout=10)
+    connection = await amqp_failover.connect(amqp_url, timeout_s=10)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(DEAD_QUEUE, passive=True)
@@ -161,7 +162,7 @@ async def publish_rogue(amqp_url: str, keyservice_url: str, events: list[dict[st
     body = b"".join(json.dumps(e, ensure_ascii=False).encode() + b"\n" for e in events)
     async with TransportSealer(keyservice_url) as sealer:
         sealed = await sealer.seal(body, NDJSON)
-    connection = await aio_pika.connect(amqp_url, timeout=10)
+    connection = await amqp_failover.connect(amqp_url, timeout_s=10)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(EVENTS_EXCHANGE)
@@ -176,7 +177,7 @@ async def publish_rogue(amqp_url: str, keyservice_url: str, events: list[dict[st
 
 async def dead_letter_count(amqp_url: str) -> int:
     """Messages in `pulseseal.dead`."""
-    connection = await aio_pika.connect(amqp_url, timeout=10)
+    connection = await amqp_failover.connect(amqp_url, timeout_s=10)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(DEAD_QUEUE, passive=True)
