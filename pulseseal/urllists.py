@@ -13,8 +13,8 @@ import re
 from collections.abc import Collection
 from urllib.parse import urlsplit
 
-# A comma followed by a URL scheme: the next entry.
-_SEPARATOR = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+# A comma followed by a URL scheme (the next entry), another comma or the end (an empty entry, refused).
+_SEPARATOR = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://|,|$)")
 
 
 class InvalidUrlList(ValueError):
@@ -33,7 +33,7 @@ def split_urls(text: str, *, setting: str, schemes: Collection[str]) -> tuple[st
         InvalidUrlList: the list is empty, or an entry is empty, has another scheme, no host or a bad
             port, or repeats an earlier one.
     """
-    entries = split_entries(text)
+    entries = split_entries(text, commas_in_passwords=False)
     if entries == [""]:
         raise InvalidUrlList(f"{setting} is empty: give at least one URL")
     urls: list[str] = []
@@ -58,9 +58,18 @@ def split_urls(text: str, *, setting: str, schemes: Collection[str]) -> tuple[st
     return tuple(urls)
 
 
-def split_entries(text: str) -> list[str]:
-    """The entries of a URL list, unchecked: split at each comma that a scheme follows, stripped."""
-    return [entry.strip() for entry in _SEPARATOR.split(text.strip())]
+def split_entries(text: str, *, commas_in_passwords: bool = True) -> list[str]:
+    """The entries of a URL list, unchecked and stripped.
+
+    Args:
+        text: The list.
+        commas_in_passwords: Split only at commas that a scheme (or another comma, or the end) follows,
+            so a password may contain one (RabbitMQ URLs); else at every comma, which names a typo'd
+            entry (`http//h`) on its own (key-service URLs, which carry no password).
+    """
+    if commas_in_passwords:
+        return [entry.strip() for entry in _SEPARATOR.split(text.strip())]
+    return [entry.strip() for entry in text.split(",")]
 
 
 def redact_url(url: str) -> str:
