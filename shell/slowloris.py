@@ -5,6 +5,10 @@ request head one byte at a time has no deadline at all: a few hundred of them ho
 file descriptors for as long as the attacker likes. This protocol closes a connection whose next request
 head has not arrived within `head_timeout_s` of the connection opening or of the previous answer. Slow
 *bodies* are the applications' own deadline (`PULSESEAL_*_BODY_TIMEOUT_S`).
+
+The parser is httptools (C) rather than h11 (pure Python): under a junk-request flood the HTTP parsing and
+serialising was most of what a refusal cost the key service, and that CPU is taken from the legitimate
+callers' requests (docs/threat-model.md, the flood).
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ from __future__ import annotations
 import asyncio
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 
-def head_timeout_protocol(head_timeout_s: float) -> type[H11Protocol]:
-    """An `H11Protocol` subclass (for `uvicorn.Config(http=...)`) with a request-head deadline."""
+def head_timeout_protocol(head_timeout_s: float) -> type[HttpToolsProtocol]:
+    """An `HttpToolsProtocol` subclass (for `uvicorn.Config(http=...)`) with a request-head deadline."""
 
-    class HeadTimeoutProtocol(H11Protocol):
+    class HeadTimeoutProtocol(HttpToolsProtocol):
         def __init__(
             self,
             config: Config,
