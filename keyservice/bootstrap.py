@@ -109,7 +109,7 @@ def keyservice_redis_login(settings: Settings) -> tuple[str | None, str | None]:
     The restricted ACL user (`PULSESEAL_KEYSTORE_REDIS_USERNAME`, infra/redis.sh) with the password in its
     file; a URL that carries a password wins (contract §2) and names its own user. Without that user's file
     the key service falls back to the `default` user and logs a WARNING naming the fix, so that a store
-    set up before the restricted user keeps working.
+    set up before the restricted user keeps working (no warning when there is no password at all).
 
     Raises:
         StartupRefused: a password file is accessible by group or others, or unreadable.
@@ -120,6 +120,9 @@ def keyservice_redis_login(settings: Settings) -> tuple[str | None, str | None]:
     password = _read_password(path)
     if password is not None:
         return settings.keystore_redis_username, password
+    fallback = keystore_redis_password(settings)
+    if fallback is None:
+        return None, None  # no password at all: a store without one (the server says NOAUTH if it wants one)
     log.warning(
         "no password file for the key-store Redis user %s at %s: connecting as the `default` user, which may "
         "run every command; run `pulseseal services up` (it creates the file and adds the user) or set "
@@ -127,7 +130,7 @@ def keyservice_redis_login(settings: Settings) -> tuple[str | None, str | None]:
         settings.keystore_redis_username,
         path,
     )
-    return None, keystore_redis_password(settings)
+    return None, fallback
 
 
 def keystore_redis_password(settings: Settings) -> str | None:

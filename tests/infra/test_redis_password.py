@@ -6,6 +6,7 @@ a running one that lacks it, without either password ever on a command line or i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from keyservice.redisuser import check_restricted_user
 from tests.processes import ROOT, free_port
 
 pytestmark = pytest.mark.integration
@@ -228,8 +231,9 @@ def test_up_adds_the_key_services_restricted_user(home: Home) -> None:
     assert any("redis-server" in line for line in ps.seen)  # the sampler did see the start
 
 
-def test_a_running_server_without_the_user_gets_it_without_a_restart(home: Home) -> None:
-    # As `redis.sh up` started it before the key service had a user: the password in `requirepass`.
+def start_with_requirepass(home: Home) -> str:
+    """Our server as `redis.sh up` started it before the key service had a user (the password in
+    `requirepass`); its pid."""
     directory = home.root / "keystore-redis"
     directory.mkdir(parents=True)
     subprocess.run(
@@ -244,7 +248,11 @@ def test_a_running_server_without_the_user_gets_it_without_a_restart(home: Home)
     deadline = time.monotonic() + 10
     while not home.pidfile().exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    pid = home.pidfile().read_text().strip()
+    return home.pidfile().read_text().strip()
+
+
+def test_a_running_server_without_the_user_gets_it_without_a_restart(home: Home) -> None:
+    pid = start_with_requirepass(home)
     home.client(home.password).set("kept", b"1")
     assert home.client(home.password).config_get("requirepass") == {"requirepass": home.password}
     with CommandLines() as ps:
@@ -282,3 +290,27 @@ def test_up_without_the_key_service_password_says_so_and_keeps_going(home: Home)
     assert result.returncode == 0, result.stderr
     assert "connect as the default user" in result.stdout
     assert home.client(home.password).ping()
+
+
+def test_the_key_service_warns_while_requirepass_still_holds_the_default_password(
+    home: Home, caplog: pytest.LogCaptureFixture
+) -> None:
+    start_with_requirepass(home)
+    home.client(home.password).acl_setuser(
+        KS_USER, enabled=True, passwords=[f"+{home.ks_password}"], keys=["pulseseal:*"], commands=["+@all"]
+    )
+
+    async def check() -> None:
+        client = Redis(port=home.port, username=KS_USER, password=home.ks_password)
+        try:
+            await check_restricted_user(client, "here", KS_USER, "pulseseal:ks:")
+        finally:
+            await client.aclose()
+
+    asyncio.run(check())
+    assert "requirepass" in caplog.text
+    assert "pulseseal services up" in caplog.text
+    caplog.clear()
+    assert home.sh("up").returncode == 0
+    asyncio.run(check())
+    assert "requirepass" not in caplog.text

@@ -173,10 +173,12 @@ def test_the_login_falls_back_to_the_default_user_with_a_warning(
 ) -> None:
     credentials = tmp_path / "credentials"
     credentials.mkdir()
+    settings = Settings(home=tmp_path)
+    assert keyservice_redis_login(settings) == (None, None)  # no password at all: nothing to fall back from
+    assert caplog.text == ""
     default_file = credentials / "keystore-redis.password"
     default_file.write_text("default-secret\n")
     default_file.chmod(0o600)
-    settings = Settings(home=tmp_path)
     assert keyservice_redis_login(settings) == (None, "default-secret")
     assert "pulseseal services up" in caplog.text
     own = credentials / "keystore-redis-keyservice.password"
