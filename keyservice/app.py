@@ -111,13 +111,21 @@ def create_app(service: KeyService, *, seal_budget: int = DEFAULT_SEAL_BUDGET) -
         # are not the caller's to pay for.
         error = service.edge.limit(peer, exc) if exc.status < 500 else exc
         try:
-            await service.refuse(
+            own_record = await service.refuse(
                 action, error, call.request_id, call.user_ids, source=peer, authenticated=call.verified
             )
         except KeyServiceError as unrecorded:
             log.error("%s refused but not recorded (request %s)", action, call.request_id)
             return problem(unrecorded, call.request_id)
-        log.info("%s refused: %s (request %s)", action, error.reason, call.request_id)
+        # A refusal counted into a record (a flood's) gets no log line of its own either: one line per junk
+        # request would grow the log without bound and cost a third of the refusal's time.
+        log.log(
+            logging.INFO if own_record else logging.DEBUG,
+            "%s refused: %s (request %s)",
+            action,
+            error.reason,
+            call.request_id,
+        )
         return problem(error, call.request_id)
 
     def endpoint(action: str, scope: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:

@@ -29,6 +29,7 @@ from keyservice.erasure import DEFAULT_RETENTION_DAYS, Erasure
 from keyservice.ledger import ShredLedger, summarize
 from keyservice.legacyledger import import_legacy_file
 from keyservice.metrics import KeyServiceMetrics
+from keyservice.redisuser import check_restricted_user
 from keyservice.replay import RedisReplayGuard
 from keyservice.service import KeyService
 from keyservice.shredguard import ShredGuard
@@ -55,6 +56,7 @@ class ServiceOptions:
     allow_volatile: bool
     backup_retention_days: int = DEFAULT_RETENTION_DAYS
     redis_password: str | None = field(default=None, repr=False)
+    redis_username: str | None = None  # None: the `default` user (or whoever the URL names)
     body_timeout_s: float = 10.0
     refusal_rate: float = 50.0
     refusal_burst: int = 200
@@ -79,9 +81,11 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
     Raises:
         StartupRefused: no usable master key.
     """
+    username, password = keyservice_redis_login(settings)
     return ServiceOptions(
         redis_url=settings.keystore_redis_url,
-        redis_password=keystore_redis_password(settings),
+        redis_password=password,
+        redis_username=username,
         prefix=settings.keystore_prefix,
         master=load_master_key(settings),
         callers_file=settings.credential(settings.callers_file, "callers.json"),
@@ -99,15 +103,54 @@ def options_from_settings(settings: Settings, *, allow_volatile: bool = False) -
     )
 
 
+def keyservice_redis_login(settings: Settings) -> tuple[str | None, str | None]:
+    """Who the key service logs into its Redis as: (username, password), None meaning "not given".
+
+    The restricted ACL user (`PULSESEAL_KEYSTORE_REDIS_USERNAME`, infra/redis.sh) with the password in its
+    file; a URL that carries a password wins (contract §2) and names its own user. Without that user's file
+    the key service falls back to the `default` user and logs a WARNING naming the fix, so that a store
+    set up before the restricted user keeps working (no warning when there is no password at all).
+
+    Raises:
+        StartupRefused: a password file is accessible by group or others, or unreadable.
+    """
+    if urlsplit(settings.keystore_redis_url).password is not None:
+        return None, None
+    path = settings.keystore_redis_keyservice_password_path
+    password = _read_password(path)
+    if password is not None:
+        return settings.keystore_redis_username, password
+    fallback = keystore_redis_password(settings)
+    if fallback is None:
+        return None, None  # no password at all: a store without one (the server says NOAUTH if it wants one)
+    log.warning(
+        "no password file for the key-store Redis user %s at %s: connecting as the `default` user, which may "
+        "run every command; run `pulseseal services up` (it creates the file and adds the user) or set "
+        "PULSESEAL_KEYSTORE_REDIS_KEYSERVICE_PASSWORD_FILE",
+        settings.keystore_redis_username,
+        path,
+    )
+    return None, fallback
+
+
 def keystore_redis_password(settings: Settings) -> str | None:
-    """The key-store Redis password (contract §2): None when the URL carries one or the file is missing.
+    """The key-store Redis `default` user's password (contract §2): None when the URL carries one or the
+    file is missing. Admin tools and tests log in with it; the key service has a user of its own.
 
     Raises:
         StartupRefused: the password file is accessible by group or others, or unreadable.
     """
     if urlsplit(settings.keystore_redis_url).password is not None:
         return None
-    path = settings.keystore_redis_password_path
+    return _read_password(settings.keystore_redis_password_path)
+
+
+def _read_password(path: Path) -> str | None:
+    """A password file's content, stripped; None when the file is missing or empty.
+
+    Raises:
+        StartupRefused: the file is accessible by group or others, or unreadable.
+    """
     try:
         return read_secret(path).decode("utf-8").strip() or None
     except FileNotFoundError:
@@ -138,14 +181,18 @@ def authenticated_url(settings: Settings) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def connect_redis(url: str, password: str | None = None, *, max_connections: int = 128) -> Redis:
-    """A client of the key-store Redis with the timeouts the service uses (`password`: unless in the URL).
+def connect_redis(
+    url: str, password: str | None = None, *, username: str | None = None, max_connections: int = 128
+) -> Redis:
+    """A client of the key-store Redis with the timeouts the service uses (`username` and `password`:
+    unless in the URL, whose own win).
 
     Requests beyond `max_connections` wait for a connection (up to 30 s) instead of failing: a burst of
     1000 shreds or key requests must queue, not answer 503.
     """
     pool = BlockingConnectionPool.from_url(
         url,
+        username=username,
         password=password,
         max_connections=max_connections,
         timeout=30,
@@ -167,7 +214,7 @@ async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | 
         signing_key = load_private_key(options.signing_key_file)
     except KeyServiceError as exc:
         raise StartupRefused(f"receipt signing key: {exc.detail}") from None
-    redis = connect_redis(options.redis_url, options.redis_password)
+    redis = connect_redis(options.redis_url, options.redis_password, username=options.redis_username)
     try:
         return await _open(options, redis, registry, signing_key, metrics)
     except BaseException:
@@ -186,6 +233,13 @@ async def _open(
     try:
         await redis.ping()
     except AuthenticationError:
+        if options.redis_username is not None:
+            raise StartupRefused(
+                f"key-store Redis at {where} refused user {options.redis_username} and its password: run "
+                "`pulseseal services up` (infra/redis.sh adds the user), or check "
+                "PULSESEAL_KEYSTORE_REDIS_KEYSERVICE_PASSWORD_FILE (default "
+                "HOME/credentials/keystore-redis-keyservice.password) and PULSESEAL_KEYSTORE_REDIS_USERNAME"
+            ) from None
         raise StartupRefused(
             f"key-store Redis at {where} refused our password: check PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE "
             "(default HOME/credentials/keystore-redis.password) or the password in PULSESEAL_KEYSTORE_REDIS_URL"
@@ -195,6 +249,8 @@ async def _open(
             f"key-store Redis at {where} is not answering: start it (`pulseseal services up`) "
             "or set PULSESEAL_KEYSTORE_REDIS_URL"
         ) from None
+    if options.redis_username is not None:
+        await check_restricted_user(redis, where, options.redis_username, options.prefix)
     store = KeyStore(redis, options.master, prefix=options.prefix)
     ledger = ShredLedger(redis, options.prefix, signing_key)
     try:
@@ -250,7 +306,9 @@ async def _open(
         redis,
         store,
         retention_days=options.backup_retention_days,
-        stream_redis=connect_redis(options.redis_url, options.redis_password, max_connections=10_000),
+        stream_redis=connect_redis(
+            options.redis_url, options.redis_password, username=options.redis_username, max_connections=10_000
+        ),
     )
     erasure.start()
     return KeyService(

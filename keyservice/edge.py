@@ -108,21 +108,25 @@ class RefusalTally:
     _counts: dict[TallyKey, int] = field(default_factory=dict)
     _flusher: asyncio.Task[None] | None = None
 
-    async def refused(self, key: TallyKey, request_id: str) -> None:
+    async def refused(self, key: TallyKey, request_id: str) -> bool:
         """One refusal: written now if it is the first of its kind in this window, else counted.
+
+        Returns:
+            True when it was written as a record of its own, False when it was counted.
 
         Raises:
             KeyServiceUnavailable: the audit log cannot take the record (the caller answers 503).
         """
         if key in self._counts:
             self._counts[key] += 1
-            return
+            return False
         # The window is opened before the write is awaited: refusals of the same kind arriving meanwhile
         # are counted into it instead of each being written (and overwriting each other's counts).
         self._counts[key] = 0
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop())
         await self.write(key, None, request_id)
+        return True
 
     async def flush(self) -> None:
         """Write one counted record per kind with repeats in the closing window, and open a new window.

@@ -400,18 +400,20 @@ class KeyService:
         *,
         source: str | None = None,
         authenticated: bool = True,
-    ) -> None:
+    ) -> bool:
         """Record a refused request in the audit log and metrics before it is answered.
 
         A refusal before authentication is counted with others of its kind (`edge.RefusalTally`).
+
+        Returns:
+            True when the refusal has an audit record of its own, False when it was counted into one.
 
         Raises:
             KeyServiceUnavailable: the audit log cannot take the record.
         """
         self.metrics.refusals.labels(error.reason).inc()
         if not authenticated:
-            await self.refusals.refused(tally_key(source or "", action, error), request_id)
-            return
+            return await self.refusals.refused(tally_key(source or "", action, error), request_id)
         record = self._record(
             error.caller_id,
             action,
@@ -422,6 +424,7 @@ class KeyService:
             source=source,
         )
         await self.audit.append_many([record])
+        return True
 
     async def _write_refusal(self, key: TallyKey, count: int | None, request_id: str) -> None:
         source, action, reason, caller = key

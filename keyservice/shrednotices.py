@@ -123,7 +123,7 @@ def _id_key(text: str) -> tuple[int, int]:
 
 Authenticate = Callable[[RequestFacts, str], Awaitable[VerifiedCaller]]
 Problem = Callable[[KeyServiceError, str], Response]
-Refuse = Callable[[str, KeyServiceError, str], Awaitable[None]]
+Refuse = Callable[[str, KeyServiceError, str], Awaitable[object]]
 
 
 def stream_route(

@@ -54,7 +54,20 @@ class Settings(BaseSettings):
     keystore_redis_password_file: Path | None = Field(
         None,
         description="Password of the key-store Redis's `default` user, unless the URL carries one "
-        "(default `HOME/credentials/keystore-redis.password`). Key service only.",
+        "(default `HOME/credentials/keystore-redis.password`). Admin tools; the key service only when "
+        "its own user's file is missing.",
+    )
+    keystore_redis_username: str = Field(
+        "pulseseal-keyservice",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The key-store Redis's restricted ACL user the key service connects as (infra/redis.sh "
+        "adds it), unless the URL carries a password.",
+    )
+    keystore_redis_keyservice_password_file: Path | None = Field(
+        None,
+        description="That user's password (default `HOME/credentials/keystore-redis-keyservice.password`); "
+        "when missing, the key service connects as the `default` user and says so.",
     )
     keyservice_url: str = Field(
         "http://127.0.0.1:8700",
@@ -224,6 +237,13 @@ class Settings(BaseSettings):
     def keystore_redis_password_path(self) -> Path:
         """Where the key-store Redis password is read from (and `services up` creates it)."""
         return self.credential(self.keystore_redis_password_file, "keystore-redis.password")
+
+    @property
+    def keystore_redis_keyservice_password_path(self) -> Path:
+        """Where the key service's own key-store Redis user's password is read from (`services up` makes it)."""
+        return self.credential(
+            self.keystore_redis_keyservice_password_file, "keystore-redis-keyservice.password"
+        )
 
     def credential(self, explicit: Path | None, name: str) -> Path:
         """An explicitly configured credential path, or the dev default `HOME/credentials/<name>`."""

@@ -14,7 +14,10 @@ never overwritten — not even when it looks wrong; delete it to have it made ag
   callers' keys above.
 - `gateway-jwt.secret`: the HS256 secret for user tokens, 48 URL-safe characters.
 - `keystore-redis.password`: the password of the key-store Redis's `default` user (43 URL-safe characters),
-  which `infra/redis.sh` starts Redis with and the key service authenticates with.
+  which `infra/redis.sh` starts Redis with and admin tools and tests authenticate with.
+- `keystore-redis-keyservice.password`: the password of the key-store Redis's restricted ACL user
+  `pulseseal-keyservice` (43 URL-safe characters), which `infra/redis.sh` adds and the key service
+  connects as (docs/keyservice.md, "The key store's users").
 
 Production deployments point the settings at their own files; nothing here is meant for them.
 """
@@ -59,6 +62,7 @@ MANIFEST_KEYS_FILE = "manifest-keys.json"
 MANIFEST_SIGNER = "encryptor"
 GATEWAY_JWT_SECRET_FILE = "gateway-jwt.secret"  # noqa: S105  # nosec B105  # a file name, not a secret
 KEYSTORE_REDIS_PASSWORD_FILE = "keystore-redis.password"  # noqa: S105  # nosec B105  # a file name, not a secret
+KEYSTORE_REDIS_KEYSERVICE_PASSWORD_FILE = "keystore-redis-keyservice.password"  # noqa: S105  # nosec B105  # a file name, not a secret
 _SECRET_CHARS = 48  # URL-safe base64 of 36 random bytes: 48 characters, 216 bits
 
 
@@ -113,10 +117,8 @@ def ensure_dev_credentials(directory: Path, *, random_bytes: RandomBytes = os.ur
         GATEWAY_JWT_SECRET_FILE,
         lambda: base64.urlsafe_b64encode(_exactly(random_bytes, _SECRET_CHARS * 3 // 4)) + b"\n",
     )
-    create(
-        KEYSTORE_REDIS_PASSWORD_FILE,
-        lambda: base64.urlsafe_b64encode(_exactly(random_bytes, 32)).rstrip(b"=") + b"\n",
-    )
+    for name in (KEYSTORE_REDIS_PASSWORD_FILE, KEYSTORE_REDIS_KEYSERVICE_PASSWORD_FILE):
+        create(name, lambda: base64.urlsafe_b64encode(_exactly(random_bytes, 32)).rstrip(b"=") + b"\n")
     public_keys = {cid: public_key_pem(load_private_key(directory / f"{cid}.pem")) for cid in CALLER_SCOPES}
     create(CALLERS_FILE, lambda: callers_document(public_keys).encode() + b"\n")
     report.warnings.extend(_mismatches(directory / CALLERS_FILE, public_keys))

@@ -62,6 +62,10 @@ def script_env(settings: Settings, base: Mapping[str, str] | None = None) -> dic
     env["PULSESEAL_HOME"] = str(settings.home_dir)
     env["PULSESEAL_PYTHON"] = sys.executable
     env["PULSESEAL_KEYSTORE_REDIS_PASSWORD_FILE"] = str(settings.keystore_redis_password_path)
+    env["PULSESEAL_KEYSTORE_REDIS_KEYSERVICE_PASSWORD_FILE"] = str(
+        settings.keystore_redis_keyservice_password_path
+    )
+    env["PULSESEAL_KEYSTORE_REDIS_USERNAME"] = settings.keystore_redis_username
     return env
 
 

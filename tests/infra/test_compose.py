@@ -98,9 +98,16 @@ def test_keystore_redis_requires_the_dev_password_from_a_secret() -> None:
     config = _compose_config()
     service = config["services"]["keystore-redis"]
     command = service["command"] if isinstance(service["command"], str) else " ".join(service["command"])
-    assert "requirepass" in command
+    # The default user's password as an ACL password (`requirepass` would be shown by CONFIG GET to the key
+    # service's own user), and that user restricted (docs/keyservice.md, "The key store's users").
+    assert "user default on >%s" in command
+    assert "requirepass" not in command
+    assert "user pulseseal-keyservice on >%s ~pulseseal:* resetchannels +@all -@dangerous" in command
     assert "/run/secrets/keystore-redis-password" in command
-    assert "redis-server -" in command  # the password reaches Redis on stdin, not as an argument
+    assert "/run/secrets/keystore-redis-keyservice-password" in command
+    assert "redis-server -" in command  # the passwords reach Redis on stdin, not as arguments
     secret = config["secrets"]["keystore-redis-password"]["file"]
     assert str(secret).endswith("credentials/keystore-redis.password")
+    own = config["secrets"]["keystore-redis-keyservice-password"]["file"]
+    assert str(own).endswith("credentials/keystore-redis-keyservice.password")
     assert "REDISCLI_AUTH" in " ".join(service["healthcheck"]["test"])

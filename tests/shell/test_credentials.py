@@ -33,6 +33,7 @@ ALL_FILES = {
     "encryptor-signing.pem",
     "manifest-keys.json",
     "keystore-redis.password",
+    "keystore-redis-keyservice.password",
 }
 
 
