@@ -203,6 +203,17 @@ def connect_redis(
     return Redis.from_pool(pool)
 
 
+def store_client(options: ServiceOptions, *, max_connections: int = 128) -> Redis:
+    """`connect_redis` as the key service logs in: its URL, user and password (the CLI's key-store tools
+    use this too, so that they log in as the service does)."""
+    return connect_redis(
+        options.redis_url,
+        options.redis_password,
+        username=options.redis_username,
+        max_connections=max_connections,
+    )
+
+
 async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | None = None) -> KeyService:
     """Check everything and build a ready `KeyService` (the caller closes it).
 
@@ -214,7 +225,7 @@ async def open_service(options: ServiceOptions, *, metrics: KeyServiceMetrics | 
         signing_key = load_private_key(options.signing_key_file)
     except KeyServiceError as exc:
         raise StartupRefused(f"receipt signing key: {exc.detail}") from None
-    redis = connect_redis(options.redis_url, options.redis_password, username=options.redis_username)
+    redis = store_client(options)
     try:
         return await _open(options, redis, registry, signing_key, metrics)
     except BaseException:
@@ -306,9 +317,7 @@ async def _open(
         redis,
         store,
         retention_days=options.backup_retention_days,
-        stream_redis=connect_redis(
-            options.redis_url, options.redis_password, username=options.redis_username, max_connections=10_000
-        ),
+        stream_redis=store_client(options, max_connections=10_000),
     )
     erasure.start()
     return KeyService(

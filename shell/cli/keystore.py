@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from keyservice.backup import BackupReport, RestoreReport, backup_keystore, restore_keystore
 from keyservice.backupkeys import BackupKeyring
-from keyservice.bootstrap import ServiceOptions, connect_redis, options_from_settings
+from keyservice.bootstrap import ServiceOptions, options_from_settings, store_client
 from keyservice.client.tokens import load_private_key
 from keyservice.compaction import AofRewriter
 from keyservice.ledger import ShredLedger
@@ -53,7 +53,7 @@ async def _keyring(redis: Redis, options: ServiceOptions, now: datetime) -> Back
 
 async def _backup(out: Path) -> BackupReport:
     options = options_from_settings(load_settings())
-    redis = connect_redis(options.redis_url, options.redis_password)
+    redis = store_client(options)
     now = datetime.now(UTC)
     try:
         keyring = await _keyring(redis, options, now)
@@ -79,7 +79,7 @@ def restore(
 
 async def _restore(path: Path) -> RestoreReport:
     options = options_from_settings(load_settings())
-    redis = connect_redis(options.redis_url, options.redis_password)
+    redis = store_client(options)
     now = datetime.now(UTC)
     try:
         keyring = await _keyring(redis, options, now)
