@@ -125,18 +125,24 @@ async def _find(collection: AsyncCollection[dict[str, Any]], ids: list[str]) -> 
         StoreUnavailable: the lookup failed (the batch is retried as a whole).
     """
     found: dict[str, dict[str, Any]] = {}
-    lookups = asyncio.Semaphore(LOOKUPS_IN_FLIGHT)
+    failures: list[PyMongoError] = []
+    pending = iter(ids)
 
-    async def look_up(event_id: str) -> None:
-        async with lookups:
-            doc = await collection.find_one({"_id": event_id})
-        if doc is not None:
-            found[event_id] = doc
+    async def look_up() -> None:
+        for event_id in pending:  # shared: each id is taken by one of the lookups
+            if failures:
+                return
+            try:
+                doc = await collection.find_one({"_id": event_id})
+            except PyMongoError as exc:
+                failures.append(exc)
+                return
+            if doc is not None:
+                found[event_id] = doc
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for event_id in ids:
-                group.create_task(look_up(event_id))
-    except* PyMongoError as failures:
-        raise StoreUnavailable(f"MongoDB error ({type(failures.exceptions[0]).__name__})") from None
+    # The lookups end by themselves, never cancelled: PyMongo's async pool can be left waiting forever by
+    # an operation cancelled while it waits for a connection (seen here: every later operation hung).
+    await asyncio.gather(*(look_up() for _ in range(min(LOOKUPS_IN_FLIGHT, len(ids)))))
+    if failures:
+        raise StoreUnavailable(f"MongoDB error ({type(failures[0]).__name__})")
     return found

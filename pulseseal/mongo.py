@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pymongo
 from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -96,7 +97,14 @@ async def ensure_indexes(
     await ensure_gin_indexes(postgresql, collection.database.name, collection.name)
 
 
-async def reachable(collection: AsyncCollection[dict[str, Any]]) -> bool:
-    """Whether the server answers a `ping` (readiness probes; raises what PyMongo raises when it does not)."""
-    reply = await collection.database.command("ping")
+async def reachable(collection: AsyncCollection[dict[str, Any]], *, timeout_s: float = 1.5) -> bool:
+    """Whether the server answers a `ping` within `timeout_s` (readiness probes; raises what PyMongo raises
+    when it does not).
+
+    PyMongo ends the ping itself at `timeout_s` (its client-side operation timeout), so that a prober's
+    own timeout never has to cancel it: an operation cancelled while it waits for a connection can leave
+    PyMongo's async pool waiting forever (seen here: the encryptor's inserts hung after MongoDB came back).
+    """
+    with pymongo.timeout(timeout_s):
+        reply = await collection.database.command("ping")
     return bool(reply.get("ok"))
