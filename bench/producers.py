@@ -34,8 +34,9 @@ import jwt
 from bench.harness import BenchContext
 from bench.keyservice import shared_keyservice
 from bench.results import Figure, ScenarioResult
-from bench.scratch import rabbitmqctl, shared_scratch
+from bench.scratch import shared_scratch
 from pulseseal.secretfiles import open_new_private
+from shell.devservices import rabbitmqctl
 from shell.processes import Child, StartFailed, free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[1]

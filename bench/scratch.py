@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -25,25 +24,7 @@ from pulseseal import mongo
 from pulseseal.ferretdb_sql import postgres_target
 from pulseseal.settings import Settings
 from pulseseal.topology import DEAD_QUEUE, SEAL_QUEUE, declare_topology
-from shell.devservices import infra_dir
-
-
-def rabbitmqctl(*args: str) -> None:
-    """`rabbitmqctl ARGS` against the local node (through `infra/rabbitmq.sh ctl`).
-
-    Raises:
-        RuntimeError: it failed; the message has its last line of output.
-    """
-    done = subprocess.run(
-        ["bash", str(infra_dir() / "rabbitmq.sh"), "ctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        raise RuntimeError(f"rabbitmqctl {args[0]} failed: {lines[-1] if lines else done.returncode}")
+from shell.devservices import rabbitmqctl
 
 
 class Scratch:
@@ -114,7 +95,7 @@ class Scratch:
             raise RuntimeError(f"could not drop {', '.join(left)} (the server was away)")
 
 
-async def _retrying(what: Callable[[], Awaitable[None]], attempts: int = 6, pause_s: float = 5.0) -> None:
+async def _retrying(what: Callable[[], Awaitable[object]], attempts: int = 6, pause_s: float = 5.0) -> None:
     # Other engineers' fault-injection runs restart the local servers now and then; cleanup waits for
     # them to come back rather than leave a virtual host or a database behind.
     for attempt in range(attempts):

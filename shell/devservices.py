@@ -106,3 +106,30 @@ def run(
         raise ServicesError(message, proc.returncode)
     for line in lines:  # warnings of a successful run still deserve to be seen
         print(line, file=sys.stderr)
+
+
+class RabbitmqctlFailed(RuntimeError):
+    """`rabbitmqctl` exited non-zero; the message has the command and its last line of output."""
+
+
+def rabbitmqctl(*args: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0) -> str:
+    """`rabbitmqctl ARGS` against the local PulseSeal node on `PULSESEAL_RABBITMQ_PORT` (through
+    `infra/rabbitmq.sh ctl`, which finds the node and its cookie), in `env` if given; its stdout.
+
+    Raises:
+        RabbitmqctlFailed: it failed (the message holds rabbitmqctl's own words, never event data).
+    """
+    done = subprocess.run(
+        ["bash", str(infra_dir() / "rabbitmq.sh"), "ctl", *args],
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise RabbitmqctlFailed(
+            f"rabbitmqctl {' '.join(args)} failed: {lines[-1] if lines else done.returncode}"
+        )
+    return done.stdout

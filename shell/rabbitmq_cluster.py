@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from shell.devservices import infra_dir
+from shell.devservices import RabbitmqctlFailed, rabbitmqctl
 from shell.processes import run
 
 
@@ -104,17 +103,10 @@ class RabbitCluster:
         Raises:
             ClusterError: The command failed.
         """
-        result = subprocess.run(
-            ["bash", str(infra_dir() / "rabbitmq.sh"), "ctl", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ClusterError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result.stdout
+        try:
+            return rabbitmqctl(*args, env=self.env)
+        except RabbitmqctlFailed as exc:
+            raise ClusterError(str(exc)) from None
 
     def quorum_queues(self, vhost: str = "/") -> dict[str, tuple[str, list[str], list[str]]]:
         """Per queue of `vhost`: its leader, its members and the members online (node names).

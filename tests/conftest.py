@@ -10,13 +10,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import redis
 from pymongo import MongoClient
 
 from keyservice.bootstrap import authenticated_url
 from pulseseal.ferretdb_sql import PostgresTarget, postgres_target
 from pulseseal.settings import Settings, load_settings
-from tests.isolation import create_vhost, delete_vhost, session_tag, vhost_url
+from tests.isolation import create_vhost, delete_keys, delete_vhost, session_tag, vhost_url
 from tests.processes import Component, free_port, start, start_encryptor, wait_healthy
 
 
@@ -121,12 +120,7 @@ def pipeline_env(
         "PULSESEAL_BATCH_MAX_MS": "20",
     }
     yield env
-    store = redis.Redis.from_url(keystore_redis_url)
-    try:
-        for name in store.scan_iter(match=f"{prefix}*", count=1000):
-            store.delete(name)
-    finally:
-        store.close()
+    delete_keys(keystore_redis_url, prefix)
 
 
 @pytest.fixture(scope="session")

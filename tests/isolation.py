@@ -8,35 +8,18 @@ RabbitMQ virtual host and its own MongoDB database; both are removed at the end.
 from __future__ import annotations
 
 import secrets
-import subprocess
-from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-INFRA = Path(__file__).resolve().parents[1] / "infra"
+import redis
+
+from shell.devservices import rabbitmqctl
+
+__all__ = ["create_vhost", "delete_keys", "delete_vhost", "rabbitmqctl", "session_tag", "vhost_url"]
 
 
 def session_tag() -> str:
     """A short random tag that names this session's vhost and database."""
     return f"t{secrets.token_hex(4)}"
-
-
-def rabbitmqctl(*args: str, env: dict[str, str] | None = None) -> str:
-    """Run `rabbitmqctl` against the local PulseSeal node (through infra/rabbitmq.sh), in `env` if given.
-
-    Raises:
-        RuntimeError: the command failed (its stderr is in the message; it holds no event data).
-    """
-    result = subprocess.run(
-        ["bash", str(INFRA / "rabbitmq.sh"), "ctl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout
 
 
 def create_vhost(name: str) -> None:
@@ -55,3 +38,14 @@ def vhost_url(base_url: str, vhost: str) -> str:
     already names a vhost of its own: the shell tests see the producer tests' `amqp_url`)."""
     parts = urlsplit(base_url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, parts.fragment))
+
+
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Delete every key under `prefix` in the key-store Redis at `redis_url` (a session's or a test's)."""
+    store = redis.Redis.from_url(redis_url)
+    try:
+        names = list(store.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(names), 500):
+            store.delete(*names[start : start + 500])
+    finally:
+        store.close()

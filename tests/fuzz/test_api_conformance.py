@@ -40,6 +40,7 @@ from producers.gateway.app import create_app as create_gateway
 from producers.gateway.auth import TokenVerifier
 from producers.gateway.service import EventIntake
 from producers.publisher import Publisher
+from tests.isolation import delete_keys
 from tests.keyservice.helpers import Credentials, make_credentials
 from tests.producers.helpers import AUDIENCE, SECRET, token
 from tests.transit import LocalSealer
@@ -144,14 +145,7 @@ def keyservice_client(
     finally:
         portal.run(service.close())
         portal.close()
-    import redis
-
-    store = redis.Redis.from_url(keystore_redis_url)
-    try:
-        for name in store.scan_iter(match=f"{options.prefix}*", count=1000):
-            store.delete(name)
-    finally:
-        store.close()
+    delete_keys(keystore_redis_url, options.prefix)
 
 
 @pytest.fixture(scope="module")

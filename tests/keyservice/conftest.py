@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from keyservice.app import create_app
@@ -19,6 +18,7 @@ from keyservice.client import KeyServiceClient
 from keyservice.service import KeyService
 from keyservice.store import KeyStore
 from keyservice.wrapping import MasterKey
+from tests.isolation import delete_keys
 from tests.keyservice.helpers import Credentials, make_credentials
 
 SESSION_PREFIX = f"pulseseal-test:{secrets.token_hex(4)}:"
@@ -28,13 +28,7 @@ SESSION_PREFIX = f"pulseseal-test:{secrets.token_hex(4)}:"
 def redis_url(keystore_redis_url: str) -> Iterator[str]:
     """The real key-store Redis; every key this session wrote is deleted at the end."""
     yield keystore_redis_url
-    client = SyncRedis.from_url(keystore_redis_url)
-    try:
-        names = list(client.scan_iter(match=SESSION_PREFIX + "*", count=1000))
-        for start in range(0, len(names), 500):
-            client.delete(*names[start : start + 500])
-    finally:
-        client.close()
+    delete_keys(keystore_redis_url, SESSION_PREFIX)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
@@ -22,6 +21,7 @@ from keyservice.service import KeyService
 from keyservice.wire.errors import StartupRefused
 from keyservice.wrapping import MasterKey
 from pulseseal.settings import Settings
+from tests.isolation import delete_keys
 from tests.keyservice.helpers import Credentials
 
 pytestmark = pytest.mark.integration
@@ -43,13 +43,7 @@ def login(settings: Settings, keystore_redis_url: str) -> Iterator[tuple[str, st
             pytrace=False,
         )
     yield username, password
-    admin = SyncRedis.from_url(keystore_redis_url)
-    try:
-        names = list(admin.scan_iter(match=ACL_SESSION_PREFIX + "*", count=1000))
-        for start in range(0, len(names), 500):
-            admin.delete(*names[start : start + 500])
-    finally:
-        admin.close()
+    delete_keys(keystore_redis_url, ACL_SESSION_PREFIX)
 
 
 @pytest.fixture

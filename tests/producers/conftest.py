@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-import redis
 
 from producers.gateway.app import create_app
 from producers.gateway.auth import TokenVerifier
 from producers.gateway.service import EventIntake
 from producers.publisher import Publisher
-from tests.isolation import create_vhost, delete_vhost, session_tag, vhost_url
+from tests.isolation import create_vhost, delete_keys, delete_vhost, session_tag, vhost_url
 from tests.processes import free_port, start, wait_healthy
 from tests.producers.helpers import AUDIENCE, DELIVERY_LIMIT, SECRET, purge
 from tests.transit import LocalSealer
@@ -58,12 +57,7 @@ def keyservice(keystore_redis_url: str, tmp_path_factory: pytest.TempPathFactory
         yield url
     finally:
         component.stop()
-        store = redis.Redis.from_url(keystore_redis_url)
-        try:
-            for name in store.scan_iter(match=f"{prefix}*", count=1000):
-                store.delete(name)
-        finally:
-            store.close()
+        delete_keys(keystore_redis_url, prefix)
 
 
 @pytest.fixture

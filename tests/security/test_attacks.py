@@ -28,6 +28,7 @@ import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keyservice.client.tokens import mint_token
+from tests.isolation import delete_keys
 from tests.keyservice.helpers import (
     Credentials,
     claims_for,
@@ -100,12 +101,7 @@ def _start(tmp: Path, creds: Credentials, redis_url: str, **settings: str) -> Ke
 
 
 def _cleanup(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for name in client.scan_iter(match=prefix + "*", count=1000):
-            client.delete(name)
-    finally:
-        client.close()
+    delete_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from schemas import validate_event
 from schemas.rfc3339 import parse_rfc3339
 from shell.processes import run
 from tests.factories import random_events
+from tests.isolation import delete_keys
 from tests.processes import ROOT, Component, free_port, start, wait_healthy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,12 +56,7 @@ def own_env(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, 
         "PULSESEAL_KEYSERVICE_URL": f"http://127.0.0.1:{port}",
     }
     yield env
-    store = redis.Redis.from_url(authenticated_url(Settings()))
-    try:
-        for name in store.scan_iter(match=f"{prefix}*", count=1000):
-            store.delete(name)
-    finally:
-        store.close()
+    delete_keys(authenticated_url(Settings()), prefix)
 
 
 def pulseseal(env: dict[str, str], *args: str) -> str:
