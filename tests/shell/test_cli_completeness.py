@@ -295,7 +295,8 @@ async def test_an_encryptor_killed_mid_drain_then_redelivered_still_verifies_cle
     env = {**store[0], "PULSESEAL_BATCH_MAX_EVENTS": "300"}
     sealed = store[1]
     users = [new_user() for _ in range(3)]
-    events = [event for user in users for event in events_of(user, 1000)]
+    # Enough that the kill lands mid-drain even on a quiet machine (3,000 were drained between two polls).
+    events = [event for user in users for event in events_of(user, 5000)]
     await publish(env, events, 500)
     first = start_encryptor(env, tmp_path, "encryptor-killed")
 
