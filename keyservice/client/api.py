@@ -25,23 +25,17 @@ from typing import Any, Self
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import ValidationError
 
 from keyservice.client.cache import KeyCache, Outcome, SingleFlight
+from keyservice.client.problems import TRANSIENT_STATUS, error_from
 from keyservice.client.replicas import Replicas, Transports, Turns, attempts_for, split_list
 from keyservice.client.tokens import load_private_key, mint_token
 from keyservice.wire.audit import AuditAnswer, AuditRecord
 from keyservice.wire.errors import (
-    CallerNotAllowed,
     KeyServiceError,
     KeyServiceUnavailable,
     KeyShredded,
     KeyUnknown,
-    NotFound,
-    RequestInvalid,
-    RequestTooLarge,
-    TokenRejected,
-    UserNotShredded,
 )
 from keyservice.wire.models import (
     MAX_KEYS,
@@ -49,7 +43,6 @@ from keyservice.wire.models import (
     EncryptAnswer,
     GrantedKey,
     MissingReason,
-    Problem,
     ReceiptAnswer,
     VersionAnswer,
     parse_answer,
@@ -61,14 +54,6 @@ from schemas.rfc3339 import format_rfc3339 as rfc3339
 
 # A shred is answered after an AOF rewrite of the whole key store (contract §6): ~4 s at 1M users.
 SHRED_TIMEOUT_S = 120.0
-_TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
-_BY_STATUS: dict[int, type[KeyServiceError]] = {
-    401: TokenRejected,
-    403: CallerNotAllowed,
-    404: NotFound,
-    413: RequestTooLarge,
-    422: RequestInvalid,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,8 +448,8 @@ class KeyServiceClient:
             if response.status_code == 200:
                 self._replicas.answered(replica)
                 return response.content
-            error = _error_from(response)
-            if response.status_code in _TRANSIENT_STATUS and idempotent:
+            error = error_from(response)
+            if response.status_code in TRANSIENT_STATUS and idempotent:
                 self._replicas.failed(replica)
                 asked = retry_after_s(response.headers.get("Retry-After"))
                 raise _Transient(error, fresh_next if fresh_next is not None else asked)
@@ -497,20 +482,3 @@ def _data_key(granted: GrantedKey) -> DataKey:
         return DataKey.from_base64(granted.user_id, granted.version, granted.key, ttl_s=granted.expires_in)
     except InvalidKeyMaterial:
         raise KeyServiceError("key service sent a malformed key", reason="bad_response") from None
-
-
-def _error_from(response: httpx.Response) -> KeyServiceError:
-    try:
-        problem = Problem.model_validate_json(response.content)
-    except ValidationError:
-        detail, reason = f"HTTP {response.status_code}", ""
-    else:
-        detail, reason = problem.detail, problem.reason
-    status = response.status_code
-    if status == 409:
-        kind: type[KeyServiceError] = UserNotShredded if reason == "not_shredded" else KeyShredded
-    elif status in _TRANSIENT_STATUS:
-        kind = KeyServiceUnavailable
-    else:
-        kind = _BY_STATUS.get(status, KeyServiceError)
-    return kind(detail or f"HTTP {status}", reason=reason or None)
